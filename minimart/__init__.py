@@ -1,0 +1,1 @@
+"""minimart: an event-driven order saga built from CloudEvents functions."""

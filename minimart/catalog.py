@@ -1,0 +1,210 @@
+"""The event catalog: every event type, its topic, its JSON schema and how to build it.
+
+Nothing else in minimart spells an event type or a topic name. One topic per event type;
+every record is keyed by order id (CloudEvents ``partitionkey`` extension), so all events of
+one order land on the same partition number of their topics.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import jsonschema
+from cloudevents.http import CloudEvent
+
+SOURCE_PREFIX = "/minimart"
+DEAD_LETTER_TOPIC = "minimart.deadletter"
+_EVENT_ID_NAMESPACE = uuid.UUID("5b0e5f0e-9d1c-4c6e-9c61-6d696e696d61")
+
+
+class EventType(str, Enum):
+    ORDER_CREATED = "com.minimart.order.created"
+    INVENTORY_RESERVED = "com.minimart.inventory.reserved"
+    INVENTORY_REJECTED = "com.minimart.inventory.rejected"
+    INVENTORY_RELEASED = "com.minimart.inventory.released"
+    PAYMENT_CAPTURED = "com.minimart.payment.captured"
+    PAYMENT_DECLINED = "com.minimart.payment.declined"
+    PAYMENT_REFUNDED = "com.minimart.payment.refunded"
+    SHIPPING_PREPARED = "com.minimart.shipping.prepared"
+    SHIPPING_FAILED = "com.minimart.shipping.failed"
+    ORDER_CONFIRMED = "com.minimart.order.confirmed"
+    ORDER_CANCELLED = "com.minimart.order.cancelled"
+    NOTIFICATION_SENT = "com.minimart.notification.sent"
+
+    @property
+    def topic(self) -> str:
+        return "minimart." + self.value.removeprefix("com.minimart.")
+
+    @property
+    def short(self) -> str:
+        """`order.created`, as shown in timelines and metrics."""
+        return self.value.removeprefix("com.minimart.")
+
+    @classmethod
+    def for_topic(cls, topic: str) -> EventType:
+        for member in cls:
+            if member.topic == topic:
+                return member
+        raise KeyError(topic)
+
+
+ALL_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType) + (DEAD_LETTER_TOPIC,)
+
+_ORDER_ID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
+_MONEY = {"type": "integer", "minimum": 0}
+_REASON = {"type": "string", "minLength": 1, "maxLength": 500}
+_LINE = {
+    "type": "object",
+    "required": ["sku", "quantity", "unitPriceCents"],
+    "properties": {
+        "sku": {"type": "string", "minLength": 1, "maxLength": 64},
+        "quantity": {"type": "integer", "minimum": 1},
+        "unitPriceCents": _MONEY,
+    },
+}
+_ADDRESS = {
+    "type": "object",
+    "required": ["country"],
+    "properties": {
+        "name": {"type": "string"},
+        "line1": {"type": "string"},
+        "city": {"type": "string"},
+        "postalCode": {"type": "string"},
+        "country": {"type": "string", "minLength": 2, "maxLength": 2},
+    },
+}
+_ORDER_FACTS = {
+    "orderId": _ORDER_ID,
+    "customerId": {"type": "integer", "minimum": 1},
+    "items": {"type": "array", "minItems": 1, "items": _LINE},
+    "totalCents": _MONEY,
+    "shippingAddress": _ADDRESS,
+}
+_ORDER_FACTS_REQUIRED = ["orderId", "customerId", "items", "totalCents", "shippingAddress"]
+
+
+def _schema(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "required": required,
+        "properties": properties,
+    }
+
+
+SCHEMAS: Mapping[EventType, dict[str, Any]] = {
+    EventType.ORDER_CREATED: _schema(_ORDER_FACTS_REQUIRED, **_ORDER_FACTS),
+    EventType.INVENTORY_RESERVED: _schema(_ORDER_FACTS_REQUIRED, **_ORDER_FACTS),
+    EventType.INVENTORY_REJECTED: _schema(
+        ["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON
+    ),
+    EventType.INVENTORY_RELEASED: _schema(
+        ["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON
+    ),
+    EventType.PAYMENT_CAPTURED: _schema(
+        [*_ORDER_FACTS_REQUIRED, "paymentId"], paymentId={"type": "string"}, **_ORDER_FACTS
+    ),
+    EventType.PAYMENT_DECLINED: _schema(
+        ["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON, amountCents=_MONEY
+    ),
+    EventType.PAYMENT_REFUNDED: _schema(
+        ["orderId", "reason", "amountCents"],
+        orderId=_ORDER_ID,
+        reason=_REASON,
+        amountCents=_MONEY,
+    ),
+    EventType.SHIPPING_PREPARED: _schema(
+        ["orderId", "labelId"], orderId=_ORDER_ID, labelId={"type": "string"}
+    ),
+    EventType.SHIPPING_FAILED: _schema(
+        ["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON
+    ),
+    EventType.ORDER_CONFIRMED: _schema(
+        ["orderId", "customerId"],
+        orderId=_ORDER_ID,
+        customerId={"type": "integer"},
+        totalCents=_MONEY,
+    ),
+    EventType.ORDER_CANCELLED: _schema(
+        ["orderId", "customerId", "reason"],
+        orderId=_ORDER_ID,
+        customerId={"type": "integer"},
+        reason=_REASON,
+    ),
+    EventType.NOTIFICATION_SENT: _schema(
+        ["orderId", "template", "streamId"],
+        orderId=_ORDER_ID,
+        template={"type": "string"},
+        streamId={"type": "string"},
+    ),
+}
+
+_VALIDATORS = {
+    event_type: jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
+    for event_type, schema in SCHEMAS.items()
+}
+
+
+class InvalidEvent(ValueError):
+    """An incoming event is malformed: unknown type or data that breaks its schema."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A domain event as handlers see it: no transport, no headers."""
+
+    type: EventType
+    id: str
+    order_id: str
+    data: Mapping[str, Any]
+
+
+def parse(cloud_event: CloudEvent) -> Event:
+    """Turn an incoming CloudEvent into a validated ``Event``; raise ``InvalidEvent`` if bad."""
+    attributes = cloud_event.get_attributes()
+    try:
+        event_type = EventType(attributes.get("type"))
+    except ValueError as exc:
+        raise InvalidEvent(f"unknown event type {attributes.get('type')!r}") from exc
+    data = cloud_event.get_data()
+    if not isinstance(data, Mapping):
+        raise InvalidEvent(f"{event_type.short}: data must be a JSON object")
+    errors = sorted(_VALIDATORS[event_type].iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.path) or "(root)"
+        raise InvalidEvent(f"{event_type.short}: {where}: {first.message}")
+    return Event(type=event_type, id=str(attributes["id"]), order_id=data["orderId"], data=data)
+
+
+def derived_event_id(cause_id: str, event_type: EventType) -> str:
+    """Deterministic id of the event that ``cause_id`` leads to: replays re-emit the same id."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{cause_id}/{event_type.value}"))
+
+
+def build(event: Event, source: str) -> CloudEvent:
+    """The outgoing CloudEvent for ``event`` (structured attributes, JSON data, order-id key)."""
+    attributes = {
+        "type": event.type.value,
+        "source": f"{SOURCE_PREFIX}/{source}",
+        "id": event.id,
+        "subject": event.order_id,
+        "datacontenttype": "application/json",
+        "partitionkey": event.order_id,
+        "dataschema": f"https://minimart.dev/schemas/{event.type.short}.json",
+    }
+    return CloudEvent(attributes, dict(event.data))
+
+
+def next_event(cause: Event, event_type: EventType, data: Mapping[str, Any]) -> Event:
+    """The event a step emits in reaction to ``cause``, with a deterministic id."""
+    return Event(
+        type=event_type,
+        id=derived_event_id(cause.id, event_type),
+        order_id=cause.order_id,
+        data=data,
+    )

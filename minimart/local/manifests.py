@@ -1,0 +1,187 @@
+"""Reads the deployment manifests the local runner interprets.
+
+``eventing/`` and ``k8s/`` are the single source of truth: the topics and their partition
+counts, the KafkaSources (topics, consumer group, sink, delivery) and the dead-letter sinks
+come from there, never from code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_ISO_DURATION = re.compile(
+    r"^P(?:(?P<days>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+)
+
+# Knative's defaults when a KafkaSource has no `delivery` block at all.
+DEFAULT_RETRY = 10
+DEFAULT_BACKOFF_POLICY = "exponential"
+DEFAULT_BACKOFF_DELAY_S = 0.3
+
+
+class ManifestError(ValueError):
+    """A manifest is missing, malformed, or refers to something that is not defined."""
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in an ISO-8601 duration such as ``PT0.3S`` or ``PT1M30S``."""
+    match = _ISO_DURATION.match(value)
+    if not match or value in ("P", "PT"):
+        raise ManifestError(f"not an ISO-8601 duration: {value!r}")
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return (
+        parts.get("days", 0.0) * 86400
+        + parts.get("hours", 0.0) * 3600
+        + parts.get("minutes", 0.0) * 60
+        + parts.get("seconds", 0.0)
+    )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A KafkaSource's ``spec.delivery``: how failed deliveries are retried and dead-lettered."""
+
+    retry: int = DEFAULT_RETRY
+    backoff_policy: str = DEFAULT_BACKOFF_POLICY
+    backoff_delay_s: float = DEFAULT_BACKOFF_DELAY_S
+    timeout_s: float | None = None
+    dead_letter_topic: str | None = None
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1-based), as Knative computes it."""
+        if self.backoff_policy == "linear":
+            return self.backoff_delay_s * attempt
+        return self.backoff_delay_s * (2**attempt)
+
+
+@dataclass(frozen=True)
+class KafkaSourceSpec:
+    name: str
+    consumer_group: str
+    topics: tuple[str, ...]
+    sink_service: str
+    initial_offset: str
+    ordering: str
+    delivery: Delivery
+
+
+@dataclass(frozen=True)
+class FunctionService:
+    """A Knative Service of ``k8s/``: the function it runs and whether it is public."""
+
+    name: str
+    function: str
+    public: bool
+
+
+@dataclass(frozen=True)
+class Topology:
+    topics: Mapping[str, int]
+    sources: tuple[KafkaSourceSpec, ...]
+    services: Mapping[str, FunctionService]
+    dead_letter_sinks: Mapping[str, str]
+
+    def source(self, name: str) -> KafkaSourceSpec:
+        for spec in self.sources:
+            if spec.name == name:
+                return spec
+        raise ManifestError(f"no KafkaSource named {name!r}")
+
+
+def iter_documents(folder: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every YAML document under ``folder`` (sorted by path), with the file it came from."""
+    for path in sorted(folder.rglob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if isinstance(document, dict):
+                yield path, document
+
+
+def _delivery(spec: Mapping[str, Any], sinks: Mapping[str, str], where: str) -> Delivery:
+    block = spec.get("delivery")
+    if block is None:
+        return Delivery()
+    dead_letter = None
+    ref = (block.get("deadLetterSink") or {}).get("ref")
+    if ref is not None:
+        if ref.get("kind") != "KafkaSink" or ref.get("name") not in sinks:
+            raise ManifestError(f"{where}: deadLetterSink names no KafkaSink defined in eventing/")
+        dead_letter = sinks[ref["name"]]
+    timeout = block.get("timeout")
+    # A delivery block replaces Knative's defaults entirely: no `retry` means no retries.
+    return Delivery(
+        retry=int(block.get("retry", 0)),
+        backoff_policy=block.get("backoffPolicy", DEFAULT_BACKOFF_POLICY),
+        backoff_delay_s=parse_duration(block["backoffDelay"])
+        if "backoffDelay" in block
+        else DEFAULT_BACKOFF_DELAY_S,
+        timeout_s=parse_duration(timeout) if timeout else None,
+        dead_letter_topic=dead_letter,
+    )
+
+
+def _function_service(document: Mapping[str, Any]) -> FunctionService:
+    metadata = document["metadata"]
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    return FunctionService(
+        name=metadata["name"],
+        function=annotations.get("minimart.dev/function", metadata["name"]),
+        public=labels.get("networking.knative.dev/visibility") != "cluster-local",
+    )
+
+
+def load_topology(root: Path) -> Topology:
+    """The topology declared by ``root/eventing`` and ``root/k8s``."""
+    topics: dict[str, int] = {}
+    sinks: dict[str, str] = {}
+    raw_sources: list[tuple[Path, dict[str, Any]]] = []
+    services: dict[str, FunctionService] = {}
+    for folder in (root / "eventing", root / "k8s"):
+        if not folder.is_dir():
+            continue
+        for path, document in iter_documents(folder):
+            kind = document.get("kind")
+            name = (document.get("metadata") or {}).get("name")
+            if kind == "ConfigMap" and name == "minimart-topics":
+                topics.update({t: int(n) for t, n in (document.get("data") or {}).items()})
+            elif kind == "KafkaSink":
+                sinks[name] = document["spec"]["topic"]
+            elif kind == "KafkaSource":
+                raw_sources.append((path, document))
+            elif kind == "Service" and document.get("apiVersion", "").startswith("serving.knative"):
+                services[name] = _function_service(document)
+    if not topics:
+        raise ManifestError(f"{root}/eventing: no ConfigMap minimart-topics with topic partitions")
+    sources = []
+    for path, document in raw_sources:
+        spec = document["spec"]
+        where = f"{path.name}: {document['metadata']['name']}"
+        sink = spec["sink"]["ref"]
+        unknown = [t for t in spec["topics"] if t not in topics]
+        if unknown:
+            raise ManifestError(f"{where}: topics {unknown} are not declared in minimart-topics")
+        sources.append(
+            KafkaSourceSpec(
+                name=document["metadata"]["name"],
+                consumer_group=spec["consumerGroup"],
+                topics=tuple(spec["topics"]),
+                sink_service=sink["name"],
+                initial_offset=spec.get("initialOffset", "latest"),
+                ordering=spec.get("ordering", "ordered"),
+                delivery=_delivery(spec, sinks, where),
+            )
+        )
+    return Topology(
+        topics=topics,
+        sources=tuple(sources),
+        services=services,
+        dead_letter_sinks=sinks,
+    )

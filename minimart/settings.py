@@ -1,0 +1,117 @@
+"""The one place that reads the environment.
+
+Every process builds one ``Settings`` with ``Settings.from_env()``; nothing else reads
+``os.environ``. Defaults describe the embedded local stack (everything on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the key."""
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{key} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{key} must be a number, got {raw!r}") from exc
+    return value
+
+
+def _rate(env: Mapping[str, str], key: str) -> float:
+    value = _float(env, key, 0.0)
+    if not 0.0 <= value <= 1.0:
+        raise SettingsError(f"{key} must be between 0 and 1, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one minimart process (a function, a dispatcher or the local runner)."""
+
+    state_dir: Path = PROJECT_ROOT / ".minimart"
+    host: str = "127.0.0.1"
+    postgres_port: int = 55432
+    redis_port: int = 56379
+    mongo_port: int = 57017
+    kafka_port: int = 59092
+    kafka_controller_port: int = 59093
+    prometheus_port: int = 59090
+    ingress_port: int = 8080
+    function_port_base: int = 18081
+    orders_dsn: str = ""
+    inventory_dsn: str = ""
+    payments_dsn: str = ""
+    mongo_url: str = ""
+    redis_url: str = ""
+    kafka_bootstrap: str = ""
+    payment_decline_rate: float = 0.0
+    shipping_failure_rate: float = 0.0
+    default_credit_limit_cents: int = 100_000
+    max_items_per_order: int = 50
+    max_quantity_per_line: int = 1_000
+    otlp_endpoint: str = ""
+    trace_file: str = ""
+    service_name: str = "minimart"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        host = env.get("MINIMART_HOST", "127.0.0.1")
+        state_dir = Path(env.get("MINIMART_STATE_DIR", str(PROJECT_ROOT / ".minimart")))
+        pg_port = _int(env, "MINIMART_POSTGRES_PORT", 55432)
+        redis_port = _int(env, "MINIMART_REDIS_PORT", 56379)
+        mongo_port = _int(env, "MINIMART_MONGO_PORT", 57017)
+        kafka_port = _int(env, "MINIMART_KAFKA_PORT", 59092)
+
+        def dsn(key: str, database: str) -> str:
+            return env.get(key) or f"postgresql://postgres@{host}:{pg_port}/{database}"
+
+        return cls(
+            state_dir=state_dir,
+            host=host,
+            postgres_port=pg_port,
+            redis_port=redis_port,
+            mongo_port=mongo_port,
+            kafka_port=kafka_port,
+            kafka_controller_port=_int(env, "MINIMART_KAFKA_CONTROLLER_PORT", 59093),
+            prometheus_port=_int(env, "MINIMART_PROMETHEUS_PORT", 59090),
+            ingress_port=_int(env, "MINIMART_INGRESS_PORT", 8080),
+            function_port_base=_int(env, "MINIMART_FUNCTION_PORT_BASE", 18081),
+            orders_dsn=dsn("MINIMART_ORDERS_DSN", "minimart_orders"),
+            inventory_dsn=dsn("MINIMART_INVENTORY_DSN", "minimart_inventory"),
+            payments_dsn=dsn("MINIMART_PAYMENTS_DSN", "minimart_payments"),
+            mongo_url=env.get("MINIMART_MONGO_URL") or f"mongodb://{host}:{mongo_port}/minimart",
+            redis_url=env.get("MINIMART_REDIS_URL") or f"redis://{host}:{redis_port}/0",
+            kafka_bootstrap=env.get("MINIMART_KAFKA_BOOTSTRAP") or f"{host}:{kafka_port}",
+            payment_decline_rate=_rate(env, "MINIMART_PAYMENT_DECLINE_RATE"),
+            shipping_failure_rate=_rate(env, "MINIMART_SHIPPING_FAILURE_RATE"),
+            default_credit_limit_cents=_int(env, "MINIMART_DEFAULT_CREDIT_LIMIT_CENTS", 100_000),
+            max_items_per_order=_int(env, "MINIMART_MAX_ITEMS_PER_ORDER", 50),
+            max_quantity_per_line=_int(env, "MINIMART_MAX_QUANTITY_PER_LINE", 1_000),
+            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+            trace_file=env.get("MINIMART_TRACE_FILE", ""),
+            service_name=env.get("MINIMART_SERVICE_NAME") or env.get("K_SERVICE", "minimart"),
+        )
+
