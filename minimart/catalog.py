@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import jsonschema
@@ -21,7 +21,7 @@ DEAD_LETTER_TOPIC = "minimart.deadletter"
 _EVENT_ID_NAMESPACE = uuid.UUID("5b0e5f0e-9d1c-4c6e-9c61-6d696e696d61")
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     ORDER_CREATED = "com.minimart.order.created"
     INVENTORY_RESERVED = "com.minimart.inventory.reserved"
     INVENTORY_REJECTED = "com.minimart.inventory.rejected"
@@ -52,7 +52,7 @@ class EventType(str, Enum):
         raise KeyError(topic)
 
 
-ALL_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType) + (DEAD_LETTER_TOPIC,)
+ALL_TOPICS: tuple[str, ...] = (*(t.topic for t in EventType), DEAD_LETTER_TOPIC)
 
 _ORDER_ID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
 _MONEY = {"type": "integer", "minimum": 0}
@@ -99,12 +99,8 @@ def _schema(required: list[str], **properties: Any) -> dict[str, Any]:
 SCHEMAS: Mapping[EventType, dict[str, Any]] = {
     EventType.ORDER_CREATED: _schema(_ORDER_FACTS_REQUIRED, **_ORDER_FACTS),
     EventType.INVENTORY_RESERVED: _schema(_ORDER_FACTS_REQUIRED, **_ORDER_FACTS),
-    EventType.INVENTORY_REJECTED: _schema(
-        ["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON
-    ),
-    EventType.INVENTORY_RELEASED: _schema(
-        ["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON
-    ),
+    EventType.INVENTORY_REJECTED: _schema(["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON),
+    EventType.INVENTORY_RELEASED: _schema(["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON),
     EventType.PAYMENT_CAPTURED: _schema(
         [*_ORDER_FACTS_REQUIRED, "paymentId"], paymentId={"type": "string"}, **_ORDER_FACTS
     ),
@@ -120,9 +116,7 @@ SCHEMAS: Mapping[EventType, dict[str, Any]] = {
     EventType.SHIPPING_PREPARED: _schema(
         ["orderId", "labelId"], orderId=_ORDER_ID, labelId={"type": "string"}
     ),
-    EventType.SHIPPING_FAILED: _schema(
-        ["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON
-    ),
+    EventType.SHIPPING_FAILED: _schema(["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON),
     EventType.ORDER_CONFIRMED: _schema(
         ["orderId", "customerId"],
         orderId=_ORDER_ID,
@@ -167,7 +161,7 @@ def parse(cloud_event: CloudEvent) -> Event:
     """Turn an incoming CloudEvent into a validated ``Event``; raise ``InvalidEvent`` if bad."""
     attributes = cloud_event.get_attributes()
     try:
-        event_type = EventType(attributes.get("type"))
+        event_type = EventType(str(attributes.get("type")))
     except ValueError as exc:
         raise InvalidEvent(f"unknown event type {attributes.get('type')!r}") from exc
     data = cloud_event.get_data()

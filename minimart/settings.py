@@ -114,4 +114,3 @@ class Settings:
             trace_file=env.get("MINIMART_TRACE_FILE", ""),
             service_name=env.get("MINIMART_SERVICE_NAME") or env.get("K_SERVICE", "minimart"),
         )
-

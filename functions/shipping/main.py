@@ -1,0 +1,15 @@
+"""The shipping function: a CloudEvent from its KafkaSource -> the shipping saga step."""
+
+import flask
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from minimart.entrypoints import handle_cloud_event, install_operational_routes
+
+SERVICE = "shipping"
+install_operational_routes(flask.current_app, SERVICE)
+
+
+@functions_framework.cloud_event
+def handle(cloud_event: CloudEvent) -> None:
+    handle_cloud_event(SERVICE, cloud_event)

@@ -1,0 +1,1 @@
+"""Adapters: PostgreSQL, MongoDB, Redis and Kafka implementations of the handlers' ports."""

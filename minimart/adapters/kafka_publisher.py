@@ -1,0 +1,64 @@
+"""Publishes saga events to Kafka as binary-mode CloudEvents (``ce_`` headers, JSON value)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from cloudevents.kafka import to_binary
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from minimart.catalog import Event, build
+
+# Adds trace context (traceparent/tracestate) to the record headers; set by observability.
+HeaderInjector = Callable[[list[tuple[str, bytes]]], None]
+
+
+class PublishFailed(RuntimeError):
+    """Kafka did not acknowledge an event: the caller must not report success."""
+
+
+def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        linger_ms=1,
+        retries=5,
+        request_timeout_ms=10_000,
+        max_block_ms=10_000,
+        reconnect_backoff_max_ms=1_000,
+    )
+
+
+class KafkaPublisher:
+    def __init__(
+        self, producer: KafkaProducer, inject_headers: HeaderInjector | None = None
+    ) -> None:
+        self._producer = producer
+        self._inject = inject_headers
+
+    def publish(self, events: Sequence[Event], source: str) -> None:
+        futures = []
+        for event in events:
+            message = to_binary(build(event, source))
+            headers = [(name, value) for name, value in message.headers.items()]
+            if self._inject is not None:
+                self._inject(headers)
+            key = message.key
+            futures.append(
+                self._producer.send(
+                    event.type.topic,
+                    value=message.value,
+                    key=key.encode() if isinstance(key, str) else key,
+                    headers=headers,
+                )
+            )
+        try:
+            for future in futures:
+                future.get(timeout=15)
+        except KafkaError as exc:
+            raise PublishFailed(f"Kafka did not acknowledge: {exc}") from exc
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)

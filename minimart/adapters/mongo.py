@@ -1,0 +1,54 @@
+"""MongoDB (wire protocol) store of shipments: one document per order, written atomically."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import MongoClient, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from minimart.adapters import events_json
+from minimart.handlers.ports import Shipment
+
+
+def shipments_collection(url: str) -> Collection[dict[str, Any]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        url, tz_aware=True, serverSelectionTimeoutMS=10_000, connect=False
+    )
+    database = client.get_default_database(default="minimart")
+    return database["shipments"]
+
+
+class MongoShipments:
+    def __init__(self, collection: Collection[dict[str, Any]]) -> None:
+        self._collection = collection
+
+    def prepare_once(self, shipment: Shipment) -> Shipment:
+        document = {
+            "_id": shipment.order_id,
+            "orderId": shipment.order_id,
+            "labelId": shipment.label_id,
+            "shippingStatus": shipment.status,
+            "reason": shipment.reason,
+            "emitted": events_json.dump(shipment.emitted),
+            "createdAt": datetime.now(UTC),
+        }
+        try:
+            stored = self._collection.find_one_and_update(
+                {"_id": shipment.order_id},
+                {"$setOnInsert": document},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # two concurrent upserts: the other one inserted
+            stored = self._collection.find_one({"_id": shipment.order_id})
+        assert stored is not None
+        return Shipment(
+            order_id=stored["orderId"],
+            label_id=stored["labelId"],
+            status=stored["shippingStatus"],
+            reason=stored["reason"],
+            emitted=tuple(events_json.load(stored["emitted"])),
+        )

@@ -1,0 +1,192 @@
+"""The composition root: wires adapters into handlers, lazily, once per process.
+
+Nothing here connects at import time. ``container()`` builds the process's ``Container`` on
+first use from ``Settings.from_env()``; each client is created on first use and cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from minimart.adapters import postgres
+from minimart.adapters.kafka_publisher import KafkaPublisher, make_producer
+from minimart.adapters.mongo import MongoShipments, shipments_collection
+from minimart.adapters.redis_streams import RedisNotifications, make_client
+from minimart.catalog import Event, EventType
+from minimart.domain.orders import OrderLimits
+from minimart.handlers import inventory, notification, order_status, payment, shipping
+from minimart.handlers.payment import PaymentPolicy
+from minimart.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Container:
+    """The adapters of one process. Only what a function uses is ever built."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._relay: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _pool(self, dsn: str, name: str, schema: str, seed: Callable[[Any], None]) -> Any:
+        pool = postgres.open_pool(dsn, name)
+        postgres.migrate(pool, schema)
+        seed(pool)
+        return pool
+
+    @cached_property
+    def orders_pool(self) -> Any:
+        return self._pool(
+            self.settings.orders_dsn, "orders", postgres.ORDERS_SCHEMA, postgres.seed_orders
+        )
+
+    @cached_property
+    def inventory_pool(self) -> Any:
+        return self._pool(
+            self.settings.inventory_dsn,
+            "inventory",
+            postgres.INVENTORY_SCHEMA,
+            postgres.seed_inventory,
+        )
+
+    @cached_property
+    def payments_pool(self) -> Any:
+        return self._pool(
+            self.settings.payments_dsn,
+            "payments",
+            postgres.PAYMENTS_SCHEMA,
+            postgres.seed_payments,
+        )
+
+    @cached_property
+    def publisher(self) -> KafkaPublisher:
+        producer = make_producer(self.settings.kafka_bootstrap, self.settings.service_name)
+        return KafkaPublisher(producer, inject_headers=_trace_header_injector())
+
+    @cached_property
+    def shipments(self) -> MongoShipments:
+        return MongoShipments(shipments_collection(self.settings.mongo_url))
+
+    @cached_property
+    def notifications(self) -> RedisNotifications:
+        return RedisNotifications(make_client(self.settings.redis_url))
+
+    @cached_property
+    def intake(self) -> postgres.PostgresOrderIntake:
+        return postgres.PostgresOrderIntake(self.orders_pool)
+
+    @property
+    def order_limits(self) -> OrderLimits:
+        return OrderLimits(self.settings.max_items_per_order, self.settings.max_quantity_per_line)
+
+    def warm_up(self, service: str) -> None:
+        """Build what ``service`` needs now (readiness), instead of on its first event."""
+        with self._lock:
+            for attribute in WARM_UP[service]:
+                getattr(self, attribute)
+            if service == "order" and self._relay is None:
+                self._relay = threading.Thread(
+                    target=self._relay_outbox, name="outbox-relay", daemon=True
+                )
+                self._relay.start()
+
+    def publish_accepted(self, event: Event) -> None:
+        """Publish a freshly accepted order; the outbox relay retries if this fails."""
+        try:
+            self.publisher.publish([event], source="order")
+            self.intake.mark_published([event.id])
+        except Exception:  # the order is durable in the outbox: the relay will publish it
+            log.exception("publishing %s failed; left to the outbox relay", event.id)
+
+    def relay_once(self, older_than_s: float = 2.0) -> int:
+        """Publish outbox records a crashed or failed request left behind; how many."""
+        pending = self.intake.claim_unpublished(older_than_s)
+        if pending:
+            self.publisher.publish(pending, source="order")
+            self.intake.mark_published([event.id for event in pending])
+        return len(pending)
+
+    def _relay_outbox(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.relay_once()
+            except Exception:
+                log.exception("outbox relay pass failed; retrying")
+
+
+WARM_UP: Mapping[str, tuple[str, ...]] = {
+    "order": ("orders_pool", "intake", "publisher"),
+    "order-status": ("orders_pool", "publisher"),
+    "inventory": ("inventory_pool", "publisher"),
+    "payment": ("payments_pool", "publisher"),
+    "shipping": ("shipments", "publisher"),
+    "notification": ("notifications", "publisher"),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """A saga function: the event types it accepts and how it handles one."""
+
+    service: str
+    accepts: frozenset[EventType]
+    run: Callable[[Event, Container], list[Event]]
+
+
+def _inventory(event: Event, c: Container) -> list[Event]:
+    uow = postgres.PostgresInventory(c.inventory_pool, consumer="inventory")
+    return inventory.HANDLERS[event.type](event, uow)
+
+
+def _payment(event: Event, c: Container) -> list[Event]:
+    uow = postgres.PostgresPayments(c.payments_pool, consumer="payment")
+    policy = PaymentPolicy(c.settings.default_credit_limit_cents, c.settings.payment_decline_rate)
+    return payment.HANDLERS[event.type](event, uow, policy)
+
+
+def _shipping(event: Event, c: Container) -> list[Event]:
+    return shipping.prepare(event, c.shipments, c.settings.shipping_failure_rate)
+
+
+def _order_status(event: Event, c: Container) -> list[Event]:
+    return order_status.track(event, postgres.PostgresOrders(c.orders_pool, "order-status"))
+
+
+def _notification(event: Event, c: Container) -> list[Event]:
+    return notification.notify(event, c.notifications)
+
+
+STEPS: Mapping[str, Step] = {
+    "inventory": Step("inventory", frozenset(inventory.HANDLERS), _inventory),
+    "payment": Step("payment", frozenset(payment.HANDLERS), _payment),
+    "shipping": Step("shipping", frozenset({EventType.PAYMENT_CAPTURED}), _shipping),
+    "order-status": Step(
+        "order-status",
+        frozenset(order_status.STATUS_AFTER) | {EventType.NOTIFICATION_SENT},
+        _order_status,
+    ),
+    "notification": Step("notification", frozenset(notification.TEMPLATES), _notification),
+}
+
+
+def _trace_header_injector() -> Callable[[list[tuple[str, bytes]]], None] | None:
+    return None
+
+
+_container: Container | None = None
+_container_lock = threading.Lock()
+
+
+def container() -> Container:
+    global _container
+    with _container_lock:
+        if _container is None:
+            _container = Container(Settings.from_env())
+        return _container

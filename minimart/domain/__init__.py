@@ -1,0 +1,1 @@
+"""Business rules of the saga: plain data and decisions, no I/O."""

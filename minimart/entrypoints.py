@@ -1,0 +1,73 @@
+"""What the functions' entrypoints share: CloudEvent -> step -> publish, and operational routes.
+
+KafkaSource semantics drive the answers: 2xx only when the state change and the published
+next events are durable; malformed input is 400 (not retried: dead-lettered with the reason);
+anything transient raises, which answers 500 and is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import flask
+from cloudevents.http import CloudEvent
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from minimart.bootstrap import STEPS, container
+from minimart.catalog import InvalidEvent, parse
+
+log = logging.getLogger(__name__)
+
+EVENTS_HANDLED = Counter(
+    "minimart_events_handled_total",
+    "CloudEvents handled by a saga function, by type and outcome",
+    ["service", "type", "outcome"],
+)
+STEP_SECONDS = Histogram(
+    "minimart_step_duration_seconds",
+    "Time to handle one CloudEvent: the state change and the publish of its next events",
+    ["service", "type"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
+    step = STEPS[service]
+    started = time.perf_counter()
+    try:
+        event = parse(cloud_event)
+        if event.type not in step.accepts:
+            raise InvalidEvent(f"{service} does not handle {event.type.short} events")
+    except InvalidEvent as exc:
+        EVENTS_HANDLED.labels(service, str(cloud_event.get("type")), "invalid").inc()
+        log.warning("rejecting event %s: %s", cloud_event.get("id"), exc)
+        flask.abort(400, description=str(exc))
+    try:
+        c = container()
+        emitted = step.run(event, c)
+        c.publisher.publish(emitted, source=service)
+    except Exception:
+        EVENTS_HANDLED.labels(service, event.type.short, "error").inc()
+        raise
+    EVENTS_HANDLED.labels(service, event.type.short, "ok").inc()
+    STEP_SECONDS.labels(service, event.type.short).observe(time.perf_counter() - started)
+
+
+def install_operational_routes(app: flask.Flask, service: str) -> None:
+    """GET /healthz (ready: clients built, schema migrated) and GET /metrics."""
+
+    def healthz() -> Any:
+        try:
+            container().warm_up(service)
+        except Exception as exc:  # not ready yet: the probe retries
+            log.warning("%s not ready: %s", service, exc)
+            return flask.jsonify(status="starting", error=str(exc)), 503
+        return flask.jsonify(status="ok", service=service)
+
+    def metrics() -> Any:
+        return flask.Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+    app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
+    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])

@@ -1,0 +1,1 @@
+"""One plain function per saga step: (event, ports) -> the events it leads to."""

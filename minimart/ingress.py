@@ -1,0 +1,146 @@
+"""The order HTTP API: POST /orders, GET /orders/{id}; errors as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+import flask
+from prometheus_client import Counter, Histogram
+
+from minimart.bootstrap import Container
+from minimart.domain.orders import InvalidOrder
+from minimart.handlers.orders import IdempotencyConflict, place_order
+
+MAX_BODY_BYTES = 64 * 1024
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+PROBLEM_BASE = "https://minimart.dev/problems/"
+
+HTTP_REQUESTS = Counter(
+    "minimart_http_requests_total", "Order API requests", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "minimart_http_request_duration_seconds",
+    "Order API latency",
+    ["method", "route"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> flask.Response:
+    body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail}
+    body.update(extra)
+    response = flask.Response(json.dumps(body), status=status)
+    response.headers["Content-Type"] = "application/problem+json"
+    return response
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _json(body: Any, status: int, **headers: str) -> flask.Response:
+    response = flask.Response(json.dumps(body, default=_json_default), status=status)
+    response.headers["Content-Type"] = "application/json"
+    response.headers.update(headers)
+    return response
+
+
+def create_order(request: flask.Request, c: Container) -> flask.Response:
+    if request.mimetype != "application/json":
+        return problem(
+            415,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            "send the order as Content-Type: application/json",
+        )
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return problem(413, "too-large", "Content Too Large", f"at most {MAX_BODY_BYTES} bytes")
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_BODY_BYTES:
+        return problem(413, "too-large", "Content Too Large", f"at most {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return problem(400, "malformed-json", "Malformed JSON", f"the body is not JSON: {exc}")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        return problem(
+            400,
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            "1 to 200 visible ASCII characters",
+        )
+    try:
+        accepted = place_order(body, key, c.intake, c.order_limits)
+    except InvalidOrder as exc:
+        return problem(
+            422,
+            "invalid-order",
+            "Invalid order",
+            str(exc),
+            errors=[{"pointer": e.pointer, "detail": e.detail} for e in exc.errors],
+        )
+    except IdempotencyConflict as exc:
+        return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
+    if accepted.event is not None:
+        c.publish_accepted(accepted.event)
+    location = f"/orders/{accepted.order_id}"
+    headers = {"Location": location}
+    if not accepted.created:
+        headers["Idempotent-Replayed"] = "true"
+    return _json({"orderId": accepted.order_id, "status": accepted.status.value}, 202, **headers)
+
+
+def _timeline_entry(step: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "step": step["step"],
+        "status": step["status"],
+        "at": step["at"],
+        "eventId": step["event_id"],
+        **step["detail"],
+    }
+
+
+def read_order(order_id: str, c: Container) -> flask.Response:
+    try:
+        uuid.UUID(order_id)
+    except ValueError:
+        return problem(404, "order-not-found", "Order not found", f"no order {order_id!r}")
+    order = c.intake.view(order_id)
+    if order is None:
+        return problem(404, "order-not-found", "Order not found", f"no order {order_id!r}")
+    body = {
+        "orderId": order["order_id"],
+        "customerId": order["customer_id"],
+        "status": order["status"],
+        "reason": order["reason"],
+        "items": order["items"],
+        "totalCents": order["total_cents"],
+        "shippingAddress": order["shipping_address"],
+        "createdAt": order["created_at"],
+        "updatedAt": order["updated_at"],
+        "timeline": [_timeline_entry(step) for step in order["timeline"]],
+    }
+    return _json(body, 200)
+
+
+def route(request: flask.Request, c: Container) -> tuple[str, flask.Response]:
+    """Dispatch one request of the order API; the route name (for metrics) and the answer."""
+    path = request.path.rstrip("/") or "/"
+    if path == "/orders":
+        if request.method != "POST":
+            return "/orders", problem(405, "method-not-allowed", "Method Not Allowed", "use POST")
+        return "/orders", create_order(request, c)
+    if path.startswith("/orders/") and path.count("/") == 2:
+        if request.method != "GET":
+            return "/orders/{id}", problem(
+                405, "method-not-allowed", "Method Not Allowed", "use GET"
+            )
+        return "/orders/{id}", read_order(path.removeprefix("/orders/"), c)
+    return "other", problem(404, "not-found", "Not Found", f"no resource at {request.path}")
