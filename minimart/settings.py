@@ -114,3 +114,32 @@ class Settings:
             trace_file=env.get("MINIMART_TRACE_FILE", ""),
             service_name=env.get("MINIMART_SERVICE_NAME") or env.get("K_SERVICE", "minimart"),
         )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        return {
+            "MINIMART_STATE_DIR": str(self.state_dir),
+            "MINIMART_HOST": self.host,
+            "MINIMART_POSTGRES_PORT": str(self.postgres_port),
+            "MINIMART_REDIS_PORT": str(self.redis_port),
+            "MINIMART_MONGO_PORT": str(self.mongo_port),
+            "MINIMART_KAFKA_PORT": str(self.kafka_port),
+            "MINIMART_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+            "MINIMART_PROMETHEUS_PORT": str(self.prometheus_port),
+            "MINIMART_INGRESS_PORT": str(self.ingress_port),
+            "MINIMART_FUNCTION_PORT_BASE": str(self.function_port_base),
+            "MINIMART_ORDERS_DSN": self.orders_dsn,
+            "MINIMART_INVENTORY_DSN": self.inventory_dsn,
+            "MINIMART_PAYMENTS_DSN": self.payments_dsn,
+            "MINIMART_MONGO_URL": self.mongo_url,
+            "MINIMART_REDIS_URL": self.redis_url,
+            "MINIMART_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "MINIMART_PAYMENT_DECLINE_RATE": str(self.payment_decline_rate),
+            "MINIMART_SHIPPING_FAILURE_RATE": str(self.shipping_failure_rate),
+            "MINIMART_DEFAULT_CREDIT_LIMIT_CENTS": str(self.default_credit_limit_cents),
+            "MINIMART_MAX_ITEMS_PER_ORDER": str(self.max_items_per_order),
+            "MINIMART_MAX_QUANTITY_PER_LINE": str(self.max_quantity_per_line),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint,
+            "MINIMART_TRACE_FILE": self.trace_file,
+        }
+

@@ -37,7 +37,7 @@ def parse_duration(value: str) -> float:
     if not match or value in ("P", "PT"):
         raise ManifestError(f"not an ISO-8601 duration: {value!r}")
     parts = {k: float(v) for k, v in match.groupdict().items() if v}
-    return (
+    return float(
         parts.get("days", 0.0) * 86400
         + parts.get("hours", 0.0) * 3600
         + parts.get("minutes", 0.0) * 60
@@ -149,7 +149,7 @@ def load_topology(root: Path) -> Topology:
             continue
         for path, document in iter_documents(folder):
             kind = document.get("kind")
-            name = (document.get("metadata") or {}).get("name")
+            name = str((document.get("metadata") or {}).get("name"))
             if kind == "ConfigMap" and name == "minimart-topics":
                 topics.update({t: int(n) for t, n in (document.get("data") or {}).items()})
             elif kind == "KafkaSink":
