@@ -1,0 +1,350 @@
+"""How a KafkaSource hands one Kafka record to its sink, as Knative's dispatcher does.
+
+A record becomes a binary-mode CloudEvent HTTP request (``ce_*`` record headers become
+``ce-*`` HTTP headers, the value is the body). A record that is not a CloudEvent is wrapped
+(type ``dev.knative.kafka.event``). Failed deliveries are retried with the source's backoff;
+when retries are exhausted, or the sink answers a non-retryable status, the event goes to the
+dead-letter topic with the ``knativeerror*`` extensions, so the partition keeps flowing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+import urllib3
+from prometheus_client import Counter, Histogram
+
+from minimart.local.manifests import KafkaSourceSpec
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "minimart"
+WRAPPED_EVENT_TYPE = "dev.knative.kafka.event"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents"
+# Knative's KafkaSource sets no delivery timeout by default; a hung sink must not hang forever.
+DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
+RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
+ERROR_DATA_MAX_BYTES = 4096
+DEAD_LETTER_TIMEOUT_S = 10.0
+_TRACE_HEADERS = ("traceparent", "tracestate")
+_NOT_EXTENSION_CHARS = re.compile(r"[^a-z0-9]")
+_PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
+
+DELIVERIES = Counter(
+    "minimart_dispatcher_deliveries",
+    "Delivery attempts of Kafka records to a KafkaSource's sink, by outcome.",
+    ["source", "topic", "outcome"],
+)
+DELIVERY_SECONDS = Histogram(
+    "minimart_dispatcher_delivery_seconds",
+    "Time from taking a record off its partition queue to delivered or dead-lettered.",
+    ["source", "topic"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    RETRIED = "retried"
+    DEAD_LETTERED = "dead_lettered"
+    DROPPED = "dropped"
+
+
+class Record(Protocol):
+    """The fields of a kafka-python ``ConsumerRecord`` that delivery uses."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Iterable[tuple[str, bytes | None]]: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The result of one HTTP attempt: a status (0 if none came back) and what was said."""
+
+    status: int
+    body: bytes = b""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 0 or self.status >= 500 or self.status in RETRYABLE_STATUSES
+
+
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """A record as a CloudEvent: ``ce_*`` attributes, content type, trace, body.
+
+    Binary mode normally; a record already in structured mode (``application/cloudevents+json``
+    and no ``ce_`` headers) is passed through as is.
+    """
+
+    attributes: Mapping[str, str]
+    content_type: str | None
+    trace: Mapping[str, str]
+    key: bytes | None
+    body: bytes
+    structured: bool = False
+
+    def with_extensions(self, extensions: Mapping[str, str]) -> OutgoingEvent:
+        """This event with more extension attributes (inside the JSON when structured)."""
+        if not self.structured:
+            return replace(self, attributes={**self.attributes, **extensions})
+        try:
+            document = json.loads(self.body)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            return replace(self, attributes={**self.attributes, **extensions})
+        body = json.dumps({**document, **extensions}).encode()
+        return replace(self, body=body)
+
+    def http_headers(self) -> dict[str, str]:
+        headers = {f"ce-{name}": _http_header_value(v) for name, v in self.attributes.items()}
+        if self.content_type is not None:
+            headers["Content-Type"] = self.content_type
+        headers.update(self.trace)
+        return headers
+
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        headers = [(f"ce_{name}", v.encode()) for name, v in self.attributes.items()]
+        if self.content_type is not None:
+            headers.append(("content-type", self.content_type.encode()))
+        headers.extend((name, v.encode()) for name, v in self.trace.items())
+        return headers
+
+
+def _text(raw: bytes | None) -> str:
+    return (raw or b"").decode("utf-8", errors="replace")
+
+
+def _http_header_value(value: str) -> str:
+    """A CloudEvents HTTP header value: percent-encoded only when it is not printable ASCII."""
+    if _PRINTABLE_ASCII.match(value):
+        return value
+    out = []
+    for char in value:
+        if " " <= char <= "~" and char not in '"%':
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode())
+    return "".join(out)
+
+
+def wrapped_source(source_name: str, topic: str) -> str:
+    return f"/apis/v1/namespaces/{NAMESPACE}/kafkasources/{source_name}#{topic}"
+
+
+def to_event(source_name: str, record: Record) -> OutgoingEvent:
+    """The CloudEvent a record stands for; records without ``ce_specversion`` are wrapped."""
+    attributes: dict[str, str] = {}
+    other: dict[str, str] = {}
+    content_type: str | None = None
+    trace: dict[str, str] = {}
+    for name, raw in record.headers or ():
+        lowered = name.lower()
+        if lowered.startswith("ce_"):
+            attributes[lowered[3:]] = _text(raw)
+        elif lowered == "content-type":
+            content_type = _text(raw)
+        elif lowered in _TRACE_HEADERS:
+            trace[lowered] = _text(raw)
+        else:
+            other[lowered] = _text(raw)
+    body = record.value or b""
+    if "specversion" in attributes:
+        return OutgoingEvent(attributes, content_type, trace, record.key, body)
+    if content_type is not None and content_type.startswith(STRUCTURED_CONTENT_TYPE):
+        return OutgoingEvent({}, content_type, trace, record.key, body, structured=True)
+    wrapped = {
+        "specversion": "1.0",
+        "id": f"partition:{record.partition}/offset:{record.offset}",
+        "source": wrapped_source(source_name, record.topic),
+        "type": WRAPPED_EVENT_TYPE,
+    }
+    if record.timestamp is not None and record.timestamp >= 0:
+        moment = datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
+        wrapped["time"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if record.key is not None:
+        try:
+            wrapped["key"] = record.key.decode("utf-8")
+        except UnicodeDecodeError:
+            wrapped["key"] = base64.b64encode(record.key).decode("ascii")
+    for name, value in other.items():
+        wrapped["kafkaheader" + _NOT_EXTENSION_CHARS.sub("", name)] = value
+    return OutgoingEvent(wrapped, content_type, trace, record.key, body)
+
+
+def error_data(body: bytes) -> str:
+    """``knativeerrordata``: the response body as text, base64 if it is not, truncated."""
+    body = body[:ERROR_DATA_MAX_BYTES]
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode("ascii")
+
+
+class DeadLetterSink(Protocol):
+    def publish(self, topic: str, event: OutgoingEvent, extensions: Mapping[str, str]) -> None:
+        """Write the event to ``topic``; return only once the broker has it (acks=all)."""
+
+
+class KafkaDeadLetterSink:
+    """Dead letters as binary-mode Kafka CloudEvents, produced with acks=all (thread-safe)."""
+
+    def __init__(self, producer_factory: Callable[[], Any]) -> None:
+        self._factory = producer_factory
+        self._producer: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._producer is None:
+                self._producer = self._factory()
+            return self._producer
+
+    def publish(self, topic: str, event: OutgoingEvent, extensions: Mapping[str, str]) -> None:
+        letter = event.with_extensions(extensions)
+        future = self._get().send(
+            topic, key=letter.key, value=letter.body, headers=letter.kafka_headers()
+        )
+        future.get(timeout=DEAD_LETTER_TIMEOUT_S)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None
+
+
+class Deliverer:
+    """Delivers records of one KafkaSource to its sink, retrying and dead-lettering.
+
+    One instance serves every partition worker; each worker passes its own connection pool.
+    """
+
+    def __init__(
+        self,
+        spec: KafkaSourceSpec,
+        sink_url: str,
+        dead_letters: DeadLetterSink | None,
+        sleep: Callable[[threading.Event, float], bool] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.sink_url = sink_url
+        self._dead_letters = dead_letters
+        self._timeout = urllib3.Timeout(total=spec.delivery.timeout_s or DEFAULT_ATTEMPT_TIMEOUT_S)
+        self._wait = sleep or (lambda stop, seconds: stop.wait(seconds))
+
+    def new_pool(self) -> urllib3.PoolManager:
+        """A keep-alive connection pool for one worker thread (one connection to the sink)."""
+        return urllib3.PoolManager(num_pools=1, maxsize=1, retries=False)
+
+    def attempt(self, pool: urllib3.PoolManager, event: OutgoingEvent) -> Attempt:
+        try:
+            response = pool.request(
+                "POST",
+                self.sink_url,
+                body=event.body,
+                headers=event.http_headers(),
+                timeout=self._timeout,
+                retries=False,
+                redirect=False,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return Attempt(status=0, error=f"{type(exc).__name__}: {exc}")
+        return Attempt(status=response.status, body=response.data)
+
+    def deliver(self, record: Record, pool: urllib3.PoolManager, stop: threading.Event) -> bool:
+        """Deliver or dead-letter ``record``; False if ``stop`` interrupted it (not done)."""
+        started = time.perf_counter()
+        event = to_event(self.spec.name, record)
+        policy = self.spec.delivery
+        labels = (self.spec.name, record.topic)
+        retry = 0
+        while True:
+            result = self.attempt(pool, event)
+            if result.ok:
+                DELIVERIES.labels(*labels, Outcome.DELIVERED.value).inc()
+                DELIVERY_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+                return True
+            if not result.retryable or retry >= policy.retry:
+                break
+            retry += 1
+            delay = policy.backoff(retry)
+            log.info(
+                "%s: %s[%d]@%d: sink answered %s%s; retry %d/%d in %.2fs",
+                self.spec.name,
+                record.topic,
+                record.partition,
+                record.offset,
+                result.status or "no response",
+                f" ({result.error})" if result.error else "",
+                retry,
+                policy.retry,
+                delay,
+            )
+            DELIVERIES.labels(*labels, Outcome.RETRIED.value).inc()
+            if stop.is_set() or self._wait(stop, delay):
+                return False
+        if not self._dead_letter(record, event, result, stop):
+            return False
+        DELIVERY_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+        return True
+
+    def _dead_letter(
+        self, record: Record, event: OutgoingEvent, result: Attempt, stop: threading.Event
+    ) -> bool:
+        labels = (self.spec.name, record.topic)
+        topic = self.spec.delivery.dead_letter_topic
+        where = f"{self.spec.name}: {record.topic}[{record.partition}]@{record.offset}"
+        reason = result.error or f"HTTP {result.status}"
+        if topic is None or self._dead_letters is None:
+            log.warning(
+                "%s: delivery failed (%s) and there is no dead-letter sink: dropped", where, reason
+            )
+            DELIVERIES.labels(*labels, Outcome.DROPPED.value).inc()
+            return True
+        extensions = {
+            "knativeerrordest": self.sink_url,
+            "knativeerrorcode": str(result.status),
+            "knativeerrordata": error_data(result.body) if result.body else result.error,
+        }
+        delay = 0.5
+        while True:
+            try:
+                self._dead_letters.publish(topic, event, extensions)
+                break
+            except Exception:  # the broker being away must not lose the event
+                log.exception("%s: cannot write the dead letter to %s; retrying", where, topic)
+                if self._wait(stop, delay):
+                    return False
+                delay = min(delay * 2, 10.0)
+        log.warning("%s: delivery failed (%s): dead-lettered to %s", where, reason, topic)
+        DELIVERIES.labels(*labels, Outcome.DEAD_LETTERED.value).inc()
+        return True
