@@ -1,0 +1,362 @@
+"""In-memory fakes of the ports in ``minimart.handlers.ports`` (and the order intake).
+
+Units of work model a transaction by staging: ``__enter__`` copies the committed state,
+every change goes to the copy, ``commit()`` makes the copy the committed state, and leaving
+the ``with`` block without a commit throws the copy away (rollback). Outcome records are
+kept in the same state, so the idempotency record and the state change commit together, as
+they do in Postgres. A second outcome record for one event id fails like a primary key.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Generic, Protocol, Self, TypeVar
+
+from minimart.adapters import events_json
+from minimart.catalog import Event
+from minimart.domain.orders import OrderLine, OrderStatus
+from minimart.domain.rules import StockLevel
+from minimart.handlers.orders import Accepted, IdempotencyConflict
+from minimart.handlers.ports import Notification, OrderRecord, Payment, Shipment
+from minimart.seed import CREDIT_LIMITS, PRODUCTS
+
+
+class DuplicateOutcome(RuntimeError):
+    """A second outcome record for one event id (the primary key of processed_events)."""
+
+
+def _stored(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Events as a store keeps them: through JSON, so unserialisable data fails here too."""
+    stored: list[dict[str, Any]] = json.loads(json.dumps(events_json.dump(events)))
+    return stored
+
+
+class _State(Protocol):
+    processed: dict[str, list[dict[str, Any]]]
+
+
+S = TypeVar("S", bound=_State)
+
+
+class _FakeUnitOfWork(Generic[S]):
+    """A transaction over a state ``S`` that has a ``processed`` dict (event id -> events)."""
+
+    def __init__(self, state: S) -> None:
+        self.committed: S = state
+        self._staged: S | None = None
+        self.commits = 0
+        self.rollbacks = 0
+
+    def __enter__(self) -> Self:
+        if self._staged is not None:
+            raise RuntimeError("unit of work entered twice")
+        self._staged = copy.deepcopy(self.committed)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._staged is not None:
+            self.rollbacks += 1
+        self._staged = None
+
+    @property
+    def staged(self) -> S:
+        if self._staged is None:
+            raise RuntimeError("unit of work used outside its `with` block")
+        return self._staged
+
+    def commit(self) -> None:
+        self.committed = self.staged
+        self._staged = None
+        self.commits += 1
+
+    def outcome_of(self, event_id: str) -> list[Event] | None:
+        rows = self.staged.processed.get(event_id)
+        return None if rows is None else events_json.load(rows)
+
+    def record_outcome(self, event_id: str, events: Sequence[Event]) -> None:
+        processed = self.staged.processed
+        if event_id in processed:
+            raise DuplicateOutcome(event_id)
+        processed[event_id] = _stored(events)
+
+
+# -- inventory -----------------------------------------------------------------------------
+
+
+@dataclass
+class Reservation:
+    sku: str
+    quantity: int
+    state: str  # RESERVED | RELEASED | SHIPPED
+
+
+@dataclass
+class InventoryState:
+    available: dict[str, int] = field(default_factory=dict)
+    reserved: dict[str, int] = field(default_factory=dict)
+    shipped: dict[str, int] = field(default_factory=dict)
+    reservations: dict[str, list[Reservation]] = field(default_factory=dict)
+    processed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class FakeInventory(_FakeUnitOfWork[InventoryState]):
+    def __init__(self, stock: Mapping[str, int] | None = None) -> None:
+        if stock is None:
+            stock = {p.sku: p.stock for p in PRODUCTS if p.stock is not None}
+        super().__init__(
+            InventoryState(
+                available=dict(stock),
+                reserved=dict.fromkeys(stock, 0),
+                shipped=dict.fromkeys(stock, 0),
+            )
+        )
+
+    def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
+        available = self.staged.available
+        return {
+            sku: StockLevel(sku, available[sku]) for sku in sorted(set(skus)) if sku in available
+        }
+
+    def reserve(self, order_id: str, lines: Sequence[OrderLine]) -> None:
+        state = self.staged
+        for line in lines:
+            state.available[line.sku] -= line.quantity
+            state.reserved[line.sku] += line.quantity
+            state.reservations.setdefault(order_id, []).append(
+                Reservation(line.sku, line.quantity, "RESERVED")
+            )
+
+    def _move(self, order_id: str, to_state: str, column: dict[str, int]) -> list[OrderLine]:
+        moved: list[OrderLine] = []
+        for reservation in self.staged.reservations.get(order_id, []):
+            if reservation.state != "RESERVED":
+                continue
+            reservation.state = to_state
+            self.staged.reserved[reservation.sku] -= reservation.quantity
+            column[reservation.sku] += reservation.quantity
+            moved.append(OrderLine(reservation.sku, reservation.quantity))
+        return sorted(moved, key=lambda line: line.sku)
+
+    def release(self, order_id: str) -> list[OrderLine]:
+        return self._move(order_id, "RELEASED", self.staged.available)
+
+    def ship(self, order_id: str) -> list[OrderLine]:
+        return self._move(order_id, "SHIPPED", self.staged.shipped)
+
+
+# -- payments ------------------------------------------------------------------------------
+
+
+@dataclass
+class PaymentState:
+    limits: dict[int, int] = field(default_factory=dict)
+    payments: dict[str, Payment] = field(default_factory=dict)
+    processed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class FakePayments(_FakeUnitOfWork[PaymentState]):
+    def __init__(self, limits: Mapping[int, int] | None = None) -> None:
+        super().__init__(PaymentState(limits=dict(CREDIT_LIMITS if limits is None else limits)))
+
+    def credit_limit(self, customer_id: int) -> int | None:
+        return self.staged.limits.get(customer_id)
+
+    def save_payment(self, payment: Payment) -> None:
+        if payment.order_id in self.staged.payments:
+            raise DuplicateOutcome(f"payment of order {payment.order_id} exists")
+        self.staged.payments[payment.order_id] = payment
+
+    def payment_of(self, order_id: str) -> Payment | None:
+        return self.staged.payments.get(order_id)
+
+    def mark_refunded(self, order_id: str, reason: str) -> None:
+        payment = self.staged.payments.get(order_id)
+        if payment is not None and payment.status == "CAPTURED":
+            self.staged.payments[order_id] = Payment(
+                payment.order_id,
+                payment.payment_id,
+                payment.customer_id,
+                payment.amount_cents,
+                "REFUNDED",
+                reason,
+            )
+
+
+# -- orders (the order-status service's unit of work) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    event_id: str
+    step: str
+    status: OrderStatus
+    detail: Mapping[str, Any]
+
+
+@dataclass
+class OrderState:
+    orders: dict[str, OrderRecord] = field(default_factory=dict)
+    timeline: dict[str, list[TimelineStep]] = field(default_factory=dict)
+    processed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class FakeOrders(_FakeUnitOfWork[OrderState]):
+    def __init__(self, *orders: OrderRecord) -> None:
+        super().__init__(OrderState(orders={o.order_id: o for o in orders}))
+
+    def lock_order(self, order_id: str) -> OrderRecord | None:
+        return self.staged.orders.get(order_id)
+
+    def set_status(self, order_id: str, status: OrderStatus, reason: str | None) -> None:
+        order = self.staged.orders[order_id]
+        self.staged.orders[order_id] = OrderRecord(
+            order.order_id, order.customer_id, status, order.total_cents, reason
+        )
+
+    def add_timeline(
+        self, order_id: str, event: Event, status: OrderStatus, detail: Mapping[str, Any]
+    ) -> bool:
+        steps = self.staged.timeline.setdefault(order_id, [])
+        if any(step.event_id == event.id for step in steps):
+            return False
+        steps.append(TimelineStep(event.id, event.type.short, status, dict(detail)))
+        return True
+
+
+# -- shipments, notifications --------------------------------------------------------------
+
+
+class FakeShipments:
+    def __init__(self) -> None:
+        self.shipments: dict[str, Shipment] = {}
+
+    def prepare_once(self, shipment: Shipment) -> Shipment:
+        stored = self.shipments.setdefault(shipment.order_id, shipment)
+        return Shipment(
+            stored.order_id,
+            stored.label_id,
+            stored.status,
+            stored.reason,
+            tuple(events_json.load(_stored(stored.emitted))),
+        )
+
+
+class FakeNotifications:
+    def __init__(self) -> None:
+        self.stream: list[tuple[str, Notification]] = []
+        self.seen: dict[str, str] = {}
+        self._ids = itertools.count(1)
+
+    def enqueue_once(self, dedupe_key: str, notification: Notification) -> str:
+        if dedupe_key not in self.seen:
+            entry_id = f"1700000000000-{next(self._ids)}"
+            self.stream.append((entry_id, notification))
+            self.seen[dedupe_key] = entry_id
+        return self.seen[dedupe_key]
+
+
+# -- the order intake ----------------------------------------------------------------------
+
+
+@dataclass
+class _IntakeOrder:
+    event: Event
+    idempotency_key: str | None
+    fingerprint: str
+    created_at: datetime
+
+
+class FakeIntake:
+    """Accepts orders (once per Idempotency-Key), keeps their outbox, shows them."""
+
+    def __init__(self, prices: Mapping[str, int] | None = None) -> None:
+        self._prices = dict({p.sku: p.price_cents for p in PRODUCTS} if prices is None else prices)
+        self.orders: dict[str, _IntakeOrder] = {}
+        self.by_key: dict[str, str] = {}
+        self.outbox: list[Event] = []
+        self.published: set[str] = set()
+
+    def prices(self, skus: Sequence[str]) -> dict[str, int]:
+        return {sku: self._prices[sku] for sku in skus if sku in self._prices}
+
+    def accept(self, event: Event, idempotency_key: str | None, fingerprint: str) -> Accepted:
+        if idempotency_key is not None and idempotency_key in self.by_key:
+            earlier = self.orders[self.by_key[idempotency_key]]
+            if earlier.fingerprint != fingerprint:
+                raise IdempotencyConflict(
+                    f"Idempotency-Key {idempotency_key!r} was already used for a different order"
+                )
+            return Accepted(earlier.event.order_id, OrderStatus.PENDING, created=False, event=None)
+        self.orders[event.order_id] = _IntakeOrder(
+            event, idempotency_key, fingerprint, datetime.now(UTC)
+        )
+        if idempotency_key is not None:
+            self.by_key[idempotency_key] = event.order_id
+        self.outbox.append(event)
+        return Accepted(event.order_id, OrderStatus.PENDING, created=True, event=event)
+
+    def view(self, order_id: str) -> Mapping[str, Any] | None:
+        order = self.orders.get(order_id)
+        if order is None:
+            return None
+        data = order.event.data
+        return {
+            "order_id": order_id,
+            "customer_id": data["customerId"],
+            "status": OrderStatus.PENDING.value,
+            "reason": None,
+            "items": data["items"],
+            "total_cents": data["totalCents"],
+            "shipping_address": data["shippingAddress"],
+            "created_at": order.created_at,
+            "updated_at": order.created_at,
+            "timeline": [
+                {
+                    "step": order.event.type.short,
+                    "status": OrderStatus.PENDING.value,
+                    "detail": {},
+                    "at": order.created_at,
+                    "event_id": order.event.id,
+                }
+            ],
+        }
+
+    def mark_published(self, event_ids: Sequence[str]) -> None:
+        self.published.update(event_ids)
+
+    def claim_unpublished(self, older_than_s: float, limit: int = 100) -> list[Event]:
+        """Outbox records not yet published (the fake has no clock: age is ignored)."""
+        return [e for e in self.outbox if e.id not in self.published][:limit]
+
+
+# -- the publisher -------------------------------------------------------------------------
+
+
+class PublishFailed(ConnectionError):
+    """The broker did not acknowledge (a transient fault)."""
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Event]] = []
+        self.fail = False
+
+    def publish(self, events: Sequence[Event], source: str) -> None:
+        if self.fail:
+            raise PublishFailed("broker unavailable (fake)")
+        self.published.extend((source, event) for event in events)
+
+    @property
+    def events(self) -> list[Event]:
+        return [event for _, event in self.published]

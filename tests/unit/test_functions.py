@@ -1,0 +1,558 @@
+"""The functions in-process (functions-framework test clients), wired to fakes: no servers.
+
+The process container is a real ``Container`` whose adapters are replaced by fakes (its
+clients are ``cached_property``s, so setting the attribute is enough). The shipping and
+notification steps take their store from the container, so they run through the real
+wiring. The inventory, payment and order-status steps build their Postgres unit of work
+inside ``bootstrap``; for those the test swaps the step in ``STEPS`` for one that runs the
+same handler on a fake unit of work.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flask
+import functions_framework
+import pytest
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+from flask.testing import FlaskClient
+
+from minimart import bootstrap
+from minimart.bootstrap import STEPS, Container, Step
+from minimart.catalog import Event, EventType, build, derived_event_id
+from minimart.domain.orders import OrderStatus
+from minimart.domain.rules import label_id, payment_id
+from minimart.handlers import inventory, order_status, payment
+from minimart.handlers.payment import PaymentPolicy
+from minimart.handlers.ports import OrderRecord
+from minimart.ingress import MAX_BODY_BYTES
+from minimart.settings import PROJECT_ROOT, Settings
+from tests.fakes import (
+    FakeIntake,
+    FakeInventory,
+    FakeNotifications,
+    FakeOrders,
+    FakePayments,
+    FakePublisher,
+    FakeShipments,
+)
+
+SAGA_FUNCTIONS = ("inventory", "payment", "shipping", "order-status", "notification")
+
+
+def create_app(name: str, signature_type: str) -> flask.Flask:
+    source = PROJECT_ROOT / "functions" / name / "main.py"
+    app: flask.Flask = functions_framework.create_app(  # type: ignore[no-untyped-call]
+        "handle", str(source), signature_type
+    )
+    return app
+
+
+@pytest.fixture(scope="module")
+def apps() -> dict[str, flask.Flask]:
+    """One app per function, all in this process, as the functions framework builds them."""
+    built = {name: create_app(name, "cloudevent") for name in SAGA_FUNCTIONS}
+    built["order"] = create_app("order", "http")
+    return built
+
+
+@pytest.fixture
+def client(apps: dict[str, flask.Flask]) -> Callable[[str], FlaskClient]:
+    return lambda name: apps[name].test_client()
+
+
+@pytest.fixture
+def container(monkeypatch: pytest.MonkeyPatch) -> Iterator[Container]:
+    """The process container, with every adapter a fake; nothing connects."""
+    c = Container(Settings())
+    c.publisher = FakePublisher()  # type: ignore[assignment]
+    c.intake = FakeIntake()  # type: ignore[assignment]
+    c.shipments = FakeShipments()  # type: ignore[assignment]
+    c.notifications = FakeNotifications()  # type: ignore[assignment]
+    monkeypatch.setattr(bootstrap, "_container", c)
+    yield c
+
+
+def publisher(c: Container) -> FakePublisher:
+    assert isinstance(c.publisher, FakePublisher)
+    return c.publisher
+
+
+def use_fake_unit_of_work(
+    monkeypatch: pytest.MonkeyPatch, service: str, run: Callable[[Event], list[Event]]
+) -> None:
+    step = STEPS[service]
+    monkeypatch.setitem(STEPS, service, Step(service, step.accepts, lambda e, c: run(e)))  # type: ignore[index]
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def order_facts(order_id: str, postal_code: str = "94107") -> dict[str, Any]:
+    return {
+        "orderId": order_id,
+        "customerId": random.randint(1_000, 100_000),
+        "items": [{"sku": "SKU-1001", "quantity": 1, "unitPriceCents": 4_999}],
+        "totalCents": 4_999,
+        "shippingAddress": {"country": "US", "postalCode": postal_code},
+    }
+
+
+def create_event(event_type: EventType, data: dict[str, Any]) -> Event:
+    return Event(event_type, new_id(), data["orderId"], data)
+
+
+def post(client: FlaskClient, event: Event | CloudEvent) -> Any:
+    cloud_event = build(event, "test") if isinstance(event, Event) else event
+    headers, body = to_binary(cloud_event)
+    return client.post("/", headers=headers, data=body)
+
+
+# -- malformed input: 400, never retried -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SAGA_FUNCTIONS)
+def test_an_event_of_an_unknown_type_is_a_bad_request(
+    client: Callable[[str], FlaskClient], container: Container, name: str
+) -> None:
+    cloud_event = CloudEvent(
+        {"type": "com.minimart.nope", "source": "/test", "id": new_id()}, {"orderId": new_id()}
+    )
+
+    response = post(client(name), cloud_event)
+
+    assert response.status_code == 400
+    assert b"unknown event type" in response.data
+    assert publisher(container).published == []
+
+
+@pytest.mark.parametrize(
+    ("name", "event_type"),
+    [
+        ("inventory", EventType.ORDER_CREATED),
+        ("payment", EventType.INVENTORY_RESERVED),
+        ("shipping", EventType.PAYMENT_CAPTURED),
+        ("order-status", EventType.SHIPPING_PREPARED),
+        ("notification", EventType.ORDER_CONFIRMED),
+    ],
+)
+def test_an_event_with_invalid_data_is_a_bad_request(
+    client: Callable[[str], FlaskClient], container: Container, name: str, event_type: EventType
+) -> None:
+    cloud_event = CloudEvent(
+        {"type": event_type.value, "source": "/test", "id": new_id()},
+        {"orderId": "not-an-order-id"},
+    )
+
+    response = post(client(name), cloud_event)
+
+    assert response.status_code == 400
+    assert event_type.short.encode() in response.data
+    assert publisher(container).published == []
+
+
+def test_an_event_whose_body_is_not_json_is_a_bad_request(
+    client: Callable[[str], FlaskClient], container: Container
+) -> None:
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": EventType.PAYMENT_CAPTURED.value,
+        "ce-source": "/test",
+        "ce-id": new_id(),
+        "content-type": "application/json",
+    }
+
+    response = client("shipping").post("/", headers=headers, data=b"{not json")
+
+    assert response.status_code == 400
+    assert b"data must be a JSON object" in response.data
+
+
+def test_an_event_the_function_does_not_handle_is_a_bad_request(
+    client: Callable[[str], FlaskClient], container: Container
+) -> None:
+    created = create_event(EventType.ORDER_CREATED, order_facts(new_id()))
+
+    response = post(client("shipping"), created)
+
+    assert response.status_code == 400
+    assert b"shipping does not handle order.created events" in response.data
+
+
+@pytest.mark.parametrize("name", SAGA_FUNCTIONS)
+def test_a_post_that_is_not_a_cloud_event_is_a_bad_request(
+    client: Callable[[str], FlaskClient], container: Container, name: str
+) -> None:
+    response = client(name).post("/", json={"orderId": new_id()})
+
+    assert response.status_code == 400
+    assert publisher(container).published == []
+
+
+@pytest.mark.parametrize("name", [*SAGA_FUNCTIONS, "order"])
+def test_metrics_are_served_as_text(client: Callable[[str], FlaskClient], name: str) -> None:
+    response = client(name).get("/metrics")
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    assert b"minimart_events_handled_total" in response.data
+
+
+# -- a valid event: the step runs, its next events are published, then 200 -------------------
+
+
+def test_shipping_prepares_and_publishes(
+    client: Callable[[str], FlaskClient], container: Container
+) -> None:
+    order_id = new_id()
+    captured = create_event(
+        EventType.PAYMENT_CAPTURED, {**order_facts(order_id), "paymentId": payment_id(order_id)}
+    )
+
+    response = post(client("shipping"), captured)
+
+    assert response.status_code == 200
+    assert publisher(container).published == [
+        (
+            "shipping",
+            Event(
+                EventType.SHIPPING_PREPARED,
+                derived_event_id(captured.id, EventType.SHIPPING_PREPARED),
+                order_id,
+                {"orderId": order_id, "labelId": label_id(order_id)},
+            ),
+        )
+    ]
+
+
+def test_a_structured_cloud_event_is_handled_too(
+    client: Callable[[str], FlaskClient], container: Container
+) -> None:
+    order_id = new_id()
+    captured = create_event(
+        EventType.PAYMENT_CAPTURED, {**order_facts(order_id), "paymentId": payment_id(order_id)}
+    )
+    headers, body = to_structured(build(captured, "test"))
+
+    response = client("shipping").post("/", headers=headers, data=body)
+
+    assert response.status_code == 200
+    assert [e.type for e in publisher(container).events] == [EventType.SHIPPING_PREPARED]
+
+
+def test_notification_enqueues_and_publishes(
+    client: Callable[[str], FlaskClient], container: Container
+) -> None:
+    order_id = new_id()
+    confirmed = create_event(
+        EventType.ORDER_CONFIRMED, {"orderId": order_id, "customerId": 7, "totalCents": 1}
+    )
+
+    response = post(client("notification"), confirmed)
+
+    assert response.status_code == 200
+    [(source, sent)] = publisher(container).published
+    assert (source, sent.type) == ("notification", EventType.NOTIFICATION_SENT)
+    assert isinstance(container.notifications, FakeNotifications)
+    assert [n.template for _, n in container.notifications.stream] == ["OrderConfirmed"]
+
+
+def test_inventory_reserves_and_publishes(
+    client: Callable[[str], FlaskClient], container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = FakeInventory()
+    use_fake_unit_of_work(
+        monkeypatch, "inventory", lambda e: inventory.HANDLERS[e.type](e, warehouse)
+    )
+    created = create_event(EventType.ORDER_CREATED, order_facts(new_id()))
+
+    response = post(client("inventory"), created)
+
+    assert response.status_code == 200
+    assert [(s, e.type) for s, e in publisher(container).published] == [
+        ("inventory", EventType.INVENTORY_RESERVED)
+    ]
+    assert warehouse.committed.reserved["SKU-1001"] == 1
+
+
+def test_payment_captures_and_publishes(
+    client: Callable[[str], FlaskClient], container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payments = FakePayments()
+    policy = PaymentPolicy(100_000, 0.0)
+    use_fake_unit_of_work(
+        monkeypatch, "payment", lambda e: payment.HANDLERS[e.type](e, payments, policy)
+    )
+    reserved = create_event(EventType.INVENTORY_RESERVED, order_facts(new_id()))
+
+    response = post(client("payment"), reserved)
+
+    assert response.status_code == 200
+    assert [e.type for e in publisher(container).events] == [EventType.PAYMENT_CAPTURED]
+
+
+def test_order_status_confirms_and_publishes(
+    client: Callable[[str], FlaskClient], container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order_id = new_id()
+    orders = FakeOrders(OrderRecord(order_id, 7, OrderStatus.PAID, 4_999))
+    use_fake_unit_of_work(monkeypatch, "order-status", lambda e: order_status.track(e, orders))
+    prepared = create_event(
+        EventType.SHIPPING_PREPARED, {"orderId": order_id, "labelId": label_id(order_id)}
+    )
+
+    response = post(client("order-status"), prepared)
+
+    assert response.status_code == 200
+    assert [e.type for e in publisher(container).events] == [EventType.ORDER_CONFIRMED]
+
+
+def test_an_event_of_an_unknown_order_is_a_server_error(
+    client: Callable[[str], FlaskClient], container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orders = FakeOrders()
+    use_fake_unit_of_work(monkeypatch, "order-status", lambda e: order_status.track(e, orders))
+    order_id = new_id()
+    prepared = create_event(EventType.SHIPPING_PREPARED, {"orderId": order_id, "labelId": "L"})
+
+    response = post(client("order-status"), prepared)
+
+    assert response.status_code == 500  # retried, then dead-lettered by the KafkaSource
+
+
+def test_a_publish_failure_is_a_server_error_and_the_retry_re_emits_the_same_events(
+    client: Callable[[str], FlaskClient], container: Container
+) -> None:
+    order_id = new_id()
+    captured = create_event(
+        EventType.PAYMENT_CAPTURED, {**order_facts(order_id), "paymentId": payment_id(order_id)}
+    )
+    fake = publisher(container)
+    fake.fail = True
+
+    failed = post(client("shipping"), captured)
+
+    assert failed.status_code == 500  # not a 2xx: the KafkaSource retries
+    assert fake.published == []
+
+    fake.fail = False
+    retried = post(client("shipping"), captured)
+    again = post(client("shipping"), captured)
+
+    assert (retried.status_code, again.status_code) == (200, 200)
+    [first, second] = fake.events
+    assert first == second
+    assert first.id == derived_event_id(captured.id, EventType.SHIPPING_PREPARED)
+
+
+def test_apps_of_several_functions_coexist_in_one_process(
+    apps: dict[str, flask.Flask], container: Container
+) -> None:
+    # Building another app re-executes a module named "main"; the earlier apps keep theirs.
+    late = create_app("inventory", "cloudevent").test_client()
+    order_id = new_id()
+    captured = create_event(
+        EventType.PAYMENT_CAPTURED, {**order_facts(order_id), "paymentId": payment_id(order_id)}
+    )
+
+    refused = post(late, captured)
+    handled = post(apps["shipping"].test_client(), captured)
+
+    assert refused.status_code == 400
+    assert b"inventory does not handle payment.captured events" in refused.data
+    assert handled.status_code == 200
+    assert apps["order"].test_client().get(f"/orders/{new_id()}").status_code == 404
+
+
+# -- the order API ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(client: Callable[[str], FlaskClient], container: Container) -> FlaskClient:
+    return client("order")
+
+
+def intake(c: Container) -> FakeIntake:
+    assert isinstance(c.intake, FakeIntake)
+    return c.intake
+
+
+def order_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customerId": random.randint(1, 10_000),
+        "items": [{"sku": "SKU-42", "quantity": 1}],
+        "shippingAddress": {"country": "US", "postalCode": "94107"},
+    }
+    body.update(overrides)
+    return body
+
+
+def assert_problem(response: Any, status: int, kind: str) -> dict[str, Any]:
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+    problem: dict[str, Any] = json.loads(response.data)
+    assert problem["status"] == status
+    assert problem["type"] == f"https://minimart.dev/problems/{kind}"
+    return problem
+
+
+def test_post_orders_accepts_and_publishes(api: FlaskClient, container: Container) -> None:
+    response = api.post("/orders", json=order_body())
+
+    assert response.status_code == 202
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["status"] == "PENDING"
+    assert uuid.UUID(body["orderId"])
+    assert response.headers["Location"] == f"/orders/{body['orderId']}"
+    assert "Idempotent-Replayed" not in response.headers
+    [(source, created)] = publisher(container).published
+    assert (source, created.type, created.order_id) == (
+        "order",
+        EventType.ORDER_CREATED,
+        body["orderId"],
+    )
+    assert intake(container).published == {created.id}
+
+
+def test_post_orders_still_accepts_when_publishing_fails(
+    api: FlaskClient, container: Container
+) -> None:
+    publisher(container).fail = True
+
+    response = api.post("/orders", json=order_body())
+
+    assert response.status_code == 202  # the order is durable in the outbox
+    assert intake(container).published == set()
+
+    publisher(container).fail = False
+    assert container.relay_once(older_than_s=0) == 1
+    assert [e.order_id for e in publisher(container).events] == [response.get_json()["orderId"]]
+    assert container.relay_once(older_than_s=0) == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_post_orders_refuses_another_media_type(api: FlaskClient, content_type: str) -> None:
+    response = api.post("/orders", data=json.dumps(order_body()), content_type=content_type)
+
+    assert_problem(response, 415, "unsupported-media-type")
+
+
+def test_post_orders_refuses_malformed_json(api: FlaskClient) -> None:
+    response = api.post("/orders", data=b'{"customerId": ', content_type="application/json")
+
+    assert_problem(response, 400, "malformed-json")
+
+
+def test_post_orders_lists_every_invalid_field(api: FlaskClient, container: Container) -> None:
+    body = order_body(customerId="seven", items=[{"sku": "SKU-42", "quantity": 0}])
+
+    response = api.post("/orders", json=body)
+
+    problem = assert_problem(response, 422, "invalid-order")
+    assert [e["pointer"] for e in problem["errors"]] == ["/customerId", "/items/0/quantity"]
+    assert all(e["detail"] for e in problem["errors"])
+    assert intake(container).orders == {}
+
+
+def test_post_orders_refuses_an_unknown_sku(api: FlaskClient) -> None:
+    response = api.post("/orders", json=order_body(items=[{"sku": "SKU-NOPE", "quantity": 1}]))
+
+    problem = assert_problem(response, 422, "invalid-order")
+    assert problem["errors"] == [{"pointer": "/items", "detail": "unknown SKU 'SKU-NOPE'"}]
+
+
+def test_post_orders_refuses_an_oversized_body(api: FlaskClient, container: Container) -> None:
+    body = order_body(padding="x" * MAX_BODY_BYTES)
+
+    response = api.post("/orders", data=json.dumps(body), content_type="application/json")
+
+    assert_problem(response, 413, "too-large")
+    assert intake(container).orders == {}
+
+
+def test_an_idempotency_key_replay_returns_the_same_order(
+    api: FlaskClient, container: Container
+) -> None:
+    body, key = order_body(), new_id()
+
+    first = api.post("/orders", json=body, headers={"Idempotency-Key": key})
+    again = api.post("/orders", json=body, headers={"Idempotency-Key": key})
+
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.get_json() == first.get_json()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(publisher(container).published) == 1
+    assert len(intake(container).orders) == 1
+
+
+def test_an_idempotency_key_reused_for_another_order_is_refused(
+    api: FlaskClient, container: Container
+) -> None:
+    key = new_id()
+    api.post("/orders", json=order_body(customerId=1), headers={"Idempotency-Key": key})
+
+    response = api.post("/orders", json=order_body(customerId=2), headers={"Idempotency-Key": key})
+
+    assert_problem(response, 422, "idempotency-key-reused")
+    assert len(intake(container).orders) == 1
+
+
+@pytest.mark.parametrize("key", ["has space", "x" * 201, "naïve"])
+def test_an_invalid_idempotency_key_is_refused(api: FlaskClient, key: str) -> None:
+    response = api.post("/orders", json=order_body(), headers={"Idempotency-Key": key})
+
+    assert_problem(response, 400, "invalid-idempotency-key")
+
+
+@pytest.mark.parametrize("order_id", [str(uuid.uuid4()), "not-a-uuid"])
+def test_get_an_unknown_order_is_not_found(api: FlaskClient, order_id: str) -> None:
+    response = api.get(f"/orders/{order_id}")
+
+    assert_problem(response, 404, "order-not-found")
+
+
+def test_get_a_known_order_shows_it_with_its_timeline(api: FlaskClient) -> None:
+    body = order_body(items=[{"sku": "SKU-42", "quantity": 2}])
+    order_id = api.post("/orders", json=body).get_json()["orderId"]
+
+    response = api.get(f"/orders/{order_id}")
+
+    assert response.status_code == 200
+    order = response.get_json()
+    assert order["orderId"] == order_id
+    assert order["customerId"] == body["customerId"]
+    assert order["status"] == "PENDING"
+    assert order["totalCents"] == 5_000
+    assert order["items"] == [{"sku": "SKU-42", "quantity": 2, "unitPriceCents": 2_500}]
+    assert order["shippingAddress"] == body["shippingAddress"]
+    [step] = order["timeline"]
+    assert step["step"] == "order.created"
+    assert step["status"] == "PENDING"
+    assert step["eventId"] == derived_event_id(order_id, EventType.ORDER_CREATED)
+    assert step["at"] == order["createdAt"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "kind"),
+    [
+        ("GET", "/orders", 405, "method-not-allowed"),
+        ("DELETE", f"/orders/{uuid.uuid4()}", 405, "method-not-allowed"),
+        ("GET", "/carts", 404, "not-found"),
+    ],
+)
+def test_other_routes_are_problems(
+    api: FlaskClient, method: str, path: str, status: int, kind: str
+) -> None:
+    assert_problem(api.open(path, method=method), status, kind)
