@@ -82,6 +82,15 @@ class Container:
     def intake(self) -> postgres.PostgresOrderIntake:
         return postgres.PostgresOrderIntake(self.orders_pool)
 
+    def inventory_uow(self) -> postgres.PostgresInventory:
+        return postgres.PostgresInventory(self.inventory_pool, consumer="inventory")
+
+    def payments_uow(self) -> postgres.PostgresPayments:
+        return postgres.PostgresPayments(self.payments_pool, consumer="payment")
+
+    def orders_uow(self) -> postgres.PostgresOrders:
+        return postgres.PostgresOrders(self.orders_pool, consumer="order-status")
+
     @property
     def order_limits(self) -> OrderLimits:
         return OrderLimits(self.settings.max_items_per_order, self.settings.max_quantity_per_line)
@@ -141,14 +150,12 @@ class Step:
 
 
 def _inventory(event: Event, c: Container) -> list[Event]:
-    uow = postgres.PostgresInventory(c.inventory_pool, consumer="inventory")
-    return inventory.HANDLERS[event.type](event, uow)
+    return inventory.HANDLERS[event.type](event, c.inventory_uow())
 
 
 def _payment(event: Event, c: Container) -> list[Event]:
-    uow = postgres.PostgresPayments(c.payments_pool, consumer="payment")
     policy = PaymentPolicy(c.settings.default_credit_limit_cents, c.settings.payment_decline_rate)
-    return payment.HANDLERS[event.type](event, uow, policy)
+    return payment.HANDLERS[event.type](event, c.payments_uow(), policy)
 
 
 def _shipping(event: Event, c: Container) -> list[Event]:
@@ -156,7 +163,7 @@ def _shipping(event: Event, c: Container) -> list[Event]:
 
 
 def _order_status(event: Event, c: Container) -> list[Event]:
-    return order_status.track(event, postgres.PostgresOrders(c.orders_pool, "order-status"))
+    return order_status.track(event, c.orders_uow())
 
 
 def _notification(event: Event, c: Container) -> list[Event]:

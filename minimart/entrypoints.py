@@ -41,7 +41,7 @@ def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
         if event.type not in step.accepts:
             raise InvalidEvent(f"{service} does not handle {event.type.short} events")
     except InvalidEvent as exc:
-        EVENTS_HANDLED.labels(service, str(cloud_event.get("type")), "invalid").inc()
+        EVENTS_HANDLED.labels(service, "invalid", "invalid").inc()
         log.warning("rejecting event %s: %s", cloud_event.get("id"), exc)
         flask.abort(400, description=str(exc))
     try:

@@ -61,7 +61,7 @@ def create_order(request: flask.Request, c: Container) -> flask.Response:
         )
     if (request.content_length or 0) > MAX_BODY_BYTES:
         return problem(413, "too-large", "Content Too Large", f"at most {MAX_BODY_BYTES} bytes")
-    raw = request.get_data(cache=False)
+    raw = request.stream.read(MAX_BODY_BYTES + 1)  # bounded, even for a chunked body
     if len(raw) > MAX_BODY_BYTES:
         return problem(413, "too-large", "Content Too Large", f"at most {MAX_BODY_BYTES} bytes")
     try:

@@ -142,4 +142,3 @@ class Settings:
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint,
             "MINIMART_TRACE_FILE": self.trace_file,
         }
-

@@ -38,6 +38,8 @@ class OrderStatus(StrEnum):
         """
         if self.final or candidate.rank <= self.rank:
             return self
+        if self is OrderStatus.CANCELLING and candidate is not OrderStatus.CANCELLED:
+            return self  # a compensating saga only ends cancelled
         return candidate
 
 

@@ -52,7 +52,7 @@ def release(event: Event, uow: InventoryUnitOfWork) -> list[Event]:
             {
                 "orderId": event.order_id,
                 "reason": event.data["reason"],
-                "items": [line.as_event_data() for line in released],
+                "items": [{"sku": line.sku, "quantity": line.quantity} for line in released],
             },
         )
         uow.record_outcome(event.id, [emitted])

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="one order down each saga path, with timelines and effects")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = Settings.from_env()
     client = OrderClient(f"http://127.0.0.1:{settings.ingress_port}")
 

@@ -59,7 +59,7 @@ class Delivery:
         """Delay before retry number ``attempt`` (1-based), as Knative computes it."""
         if self.backoff_policy == "linear":
             return self.backoff_delay_s * attempt
-        return self.backoff_delay_s * (2**attempt)
+        return float(self.backoff_delay_s * 2**attempt)
 
 
 @dataclass(frozen=True)

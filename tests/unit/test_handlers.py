@@ -174,8 +174,8 @@ def test_release_gives_reserved_stock_back(warehouse: FakeInventory) -> None:
         "orderId": created.order_id,
         "reason": "payment_declined: limit",
         "items": [
-            {"sku": "SKU-1001", "quantity": 2, "unitPriceCents": 0},
-            {"sku": "SKU-1002", "quantity": 1, "unitPriceCents": 0},
+            {"sku": "SKU-1001", "quantity": 2},
+            {"sku": "SKU-1002", "quantity": 1},
         ],
     }
     assert warehouse.committed.available == {"SKU-1001": 10, "SKU-1002": 5, "SKU-OUT": 0}

@@ -1,0 +1,277 @@
+"""A single-node Apache Kafka broker in KRaft mode (broker and controller in one JVM).
+
+The jars come from Maven Central through ``infra/kafka/pom.xml`` (pinned version) into
+``<state_dir>/kafka/jars``; the storage is formatted once with a cluster id kept in
+``<state_dir>/kafka/cluster-id``; the topics and their partition counts come from the
+manifests (``load_topology``), never from code.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewPartitions, NewTopic
+from kafka.errors import TopicAlreadyExistsError, for_code
+
+from minimart.local.manifests import load_topology
+from minimart.local.servers.base import (
+    ManagedServer,
+    MissingBinaryError,
+    ServerError,
+    child_env,
+    require_binary,
+)
+from minimart.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+POM = PROJECT_ROOT / "infra" / "kafka" / "pom.xml"
+HEAP = ("-Xmx512m", "-Xms256m")
+_JAVA_PACKAGE = "a Java runtime (Debian package default-jre-headless)"
+_MVN_PACKAGE = "the Debian package maven"
+
+_LOG4J = """\
+log4j.rootLogger=WARN, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=WARN
+log4j.logger.org.apache.kafka=WARN
+log4j.logger.org.apache.zookeeper=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.server.KafkaRaftServer=INFO
+"""
+
+
+def kafka_version() -> str:
+    """The broker version pinned in ``infra/kafka/pom.xml``."""
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
+    if match is None:
+        raise ServerError(f"no <kafka.version> in {POM}")
+    return match.group(1).strip()
+
+
+def jars_present(jars: Path) -> bool:
+    """Whether ``jars`` holds the pinned broker version (a version bump fetches again)."""
+    return (jars / f"kafka_2.13-{kafka_version()}.jar").exists()
+
+
+def fetch_jars(jars: Path) -> None:
+    """Copy the broker's runtime jars from Maven Central (or ~/.m2) into ``jars``."""
+    mvn = require_binary("mvn", _MVN_PACKAGE)
+    shutil.rmtree(jars, ignore_errors=True)
+    jars.mkdir(parents=True)
+    result = subprocess.run(
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={jars}",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not jars_present(jars):
+        raise ServerError(f"mvn could not fetch the Kafka jars:\n{result.stdout}\n{result.stderr}")
+
+
+class Kafka(ManagedServer):
+    name = "kafka"
+    start_timeout = 90.0
+    stop_timeout = 30.0
+
+    def __init__(self, settings: Settings, topics: Mapping[str, int] | None = None) -> None:
+        super().__init__(settings)
+        self._topics = topics
+
+    @property
+    def port(self) -> int:
+        return self.settings.kafka_port
+
+    @property
+    def controller_port(self) -> int:
+        return self.settings.kafka_controller_port
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def jars(self) -> Path:
+        return self.data_dir / "jars"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "data"
+
+    @property
+    def properties(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def topics(self) -> Mapping[str, int]:
+        """Topic -> partition count, from the manifests unless given explicitly."""
+        if self._topics is None:
+            self._topics = dict(load_topology(PROJECT_ROOT).topics)
+        return self._topics
+
+    def check_installed(self) -> None:
+        require_binary("java", _JAVA_PACKAGE)
+        if not jars_present(self.jars):
+            try:
+                require_binary("mvn", _MVN_PACKAGE)
+            except MissingBinaryError as exc:
+                raise MissingBinaryError(f"no Kafka jars in {self.jars} and {exc}") from exc
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            require_binary("java", _JAVA_PACKAGE),
+            *HEAP,
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            "-Djava.net.preferIPv4Stack=true",
+            f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={self.data_dir / 'logs'}",
+            "-cp",
+            f"{self.jars}/*",
+            main,
+            *args,
+        ]
+
+    def _server_properties(self) -> str:
+        values = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.log_dirs),
+            "num.partitions": "4",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "group.initial.rebalance.delay.ms": "0",
+            # A restart after a crash waits for the dead incarnation's session to expire.
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "500",
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.recovery.threads.per.data.dir": "1",
+            "log.retention.hours": "168",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+        }
+        body = "\n".join(f"{key}={value}" for key, value in values.items())
+        return f"# written by minimart.local.servers at each start\n{body}\n"
+
+    def _cluster_id(self) -> str:
+        path = self.data_dir / "cluster-id"
+        if not path.exists():
+            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            path.write_text(raw + "\n")
+        return path.read_text().strip()
+
+    def prepare(self) -> None:
+        if not jars_present(self.jars):
+            fetch_jars(self.jars)
+        (self.data_dir / "log4j.properties").write_text(_LOG4J)
+        self.properties.write_text(self._server_properties())
+        if (self.log_dirs / "meta.properties").exists():
+            return
+        argv = self._java(
+            "kafka.tools.StorageTool",
+            "format",
+            "--ignore-formatted",
+            "-t",
+            self._cluster_id(),
+            "-c",
+            str(self.properties),
+        )
+        result = subprocess.run(
+            argv,
+            env=child_env(self.settings),
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServerError(f"kafka storage format failed:\n{result.stdout}\n{result.stderr}")
+
+    def command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.properties))
+
+    def admin(self) -> KafkaAdminClient:
+        return KafkaAdminClient(
+            bootstrap_servers=self.bootstrap,
+            client_id="minimart-servers",
+            request_timeout_ms=10_000,
+        )
+
+    def is_ready(self) -> bool:
+        client = self.admin()
+        try:
+            client.list_topics()
+            return True
+        finally:
+            client.close()
+
+    def provision(self) -> None:
+        """Create every topic of the manifests with its partition count (idempotent); add
+        partitions to a topic that has fewer than the manifest asks for."""
+        wanted = self.topics()
+        client = self.admin()
+        try:
+            existing = {
+                item["name"]: len(item["partitions"])
+                for item in client.describe_topics(list(set(client.list_topics()) & set(wanted)))
+            }
+            missing = [
+                NewTopic(name=topic, num_partitions=count, replication_factor=1)
+                for topic, count in wanted.items()
+                if topic not in existing
+            ]
+            if missing:
+                response = client.create_topics(missing, timeout_ms=30_000, raise_errors=False)
+                for item in response["topics"]:
+                    error = for_code(item["error_code"])
+                    if item["error_code"] and error is not TopicAlreadyExistsError:
+                        raise ServerError(f"cannot create topic {item['name']}: {error.__name__}")
+            grow = {
+                topic: NewPartitions(total_count=wanted[topic])
+                for topic, count in existing.items()
+                if count < wanted[topic]
+            }
+            if grow:
+                client.create_partitions(grow, timeout_ms=30_000)
+            for topic, count in existing.items():
+                if count > wanted[topic]:
+                    log.warning(
+                        "topic %s has %d partitions, manifests say %d",
+                        topic,
+                        count,
+                        wanted[topic],
+                    )
+        finally:
+            client.close()
