@@ -1,0 +1,620 @@
+"""What the schemas cannot see: references, topics, names, selectors, exposure, hardening."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from minimart.catalog import DEAD_LETTER_TOPIC, EventType
+from minimart.settings import PROJECT_ROOT, Settings
+from tests.deploy import kube
+
+KNATIVE = "serving.knative.dev"
+INGRESS = "order"
+PRODUCES = "minimart.dev/produces"
+FUNCTION = "minimart.dev/function"
+HOST = "minimart.dev/host"
+VISIBILITY = "networking.knative.dev/visibility"
+
+# Which function emits which events (the saga's design; topics come from the catalog).
+EMITS: Mapping[str, frozenset[EventType]] = {
+    "order": frozenset({EventType.ORDER_CREATED}),
+    "inventory": frozenset(
+        {EventType.INVENTORY_RESERVED, EventType.INVENTORY_REJECTED, EventType.INVENTORY_RELEASED}
+    ),
+    "payment": frozenset(
+        {EventType.PAYMENT_CAPTURED, EventType.PAYMENT_DECLINED, EventType.PAYMENT_REFUNDED}
+    ),
+    "shipping": frozenset({EventType.SHIPPING_PREPARED, EventType.SHIPPING_FAILED}),
+    "order-status": frozenset({EventType.ORDER_CONFIRMED, EventType.ORDER_CANCELLED}),
+    "notification": frozenset({EventType.NOTIFICATION_SENT}),
+}
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+IANA_SVC_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+SECRET_LIKE = re.compile(r"(DSN|PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|_KEY$)", re.I)
+CREDENTIALS_IN_URL = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
+
+
+def _ksvcs(rendered: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in kube.of_kind(rendered, KNATIVE, "Service")}
+
+
+def _by_name(rendered: list[dict[str, Any]], group: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in kube.of_kind(rendered, group, kind)}
+
+
+def _containers(doc: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for spec in kube.pod_specs(doc):
+        yield from spec.get("initContainers", [])
+        yield from spec["containers"]
+
+
+def _workloads(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in rendered if (kube.group_of(d), d["kind"]) in kube.WORKLOADS]
+
+
+def _where(doc: Mapping[str, Any]) -> str:
+    return f"{doc['kind']} {doc['metadata']['name']}"
+
+
+def _topics_configmap(rendered: list[dict[str, Any]]) -> dict[str, str]:
+    return _by_name(rendered, "", "ConfigMap")["minimart-topics"]["data"]
+
+
+def _produces(ksvc: Mapping[str, Any]) -> set[str]:
+    raw = ksvc["metadata"].get("annotations", {}).get(PRODUCES, "")
+    return {t.strip() for t in raw.split(",") if t.strip()}
+
+
+def _functions() -> dict[str, str]:
+    """functions/<name>/main.py -> its signature type, read from the decorator it uses."""
+    found = {}
+    for main in sorted((PROJECT_ROOT / "functions").glob("*/main.py")):
+        source = main.read_text()
+        http = "@functions_framework.http" in source
+        cloudevent = "@functions_framework.cloud_event" in source
+        assert http != cloudevent, f"{main}: one functions_framework decorator expected"
+        found[main.parent.name] = "http" if http else "cloudevent"
+    return found
+
+
+# --- names and references -------------------------------------------------------------------
+
+
+def test_names_are_dns_1123(rendered: list[dict[str, Any]]) -> None:
+    bad = []
+    for doc in rendered:
+        name = doc["metadata"]["name"]
+        is_service = doc["kind"] == "Service"
+        pattern = DNS1035_LABEL if is_service else DNS1123_SUBDOMAIN
+        if not pattern.match(name) or len(name) > (63 if is_service else 253):
+            bad.append(f"{doc['kind']} name {name!r}")
+        namespace = doc["metadata"].get("namespace", "minimart")
+        if not DNS1123_LABEL.match(namespace):
+            bad.append(f"{_where(doc)}: namespace {namespace!r}")
+        for spec in kube.pod_specs(doc):
+            for item in [*spec["containers"], *spec.get("volumes", [])]:
+                if not DNS1123_LABEL.match(item["name"]) or len(item["name"]) > 63:
+                    bad.append(f"{_where(doc)}: container/volume {item['name']!r}")
+            for container in spec["containers"]:
+                for port in container.get("ports", []):
+                    if "name" in port and (
+                        not IANA_SVC_NAME.match(port["name"]) or len(port["name"]) > 15
+                    ):
+                        bad.append(f"{_where(doc)}: port name {port['name']!r}")
+    for source in kube.of_kind(rendered, "sources.knative.dev", "KafkaSource"):
+        group = source["spec"]["consumerGroup"]
+        if not DNS1123_SUBDOMAIN.match(group):
+            bad.append(f"{_where(source)}: consumer group {group!r}")
+    assert not bad, bad
+
+
+def test_everything_is_in_the_minimart_namespace(rendered: list[dict[str, Any]]) -> None:
+    namespaces = {d["metadata"].get("namespace") for d in rendered if d["kind"] != "Namespace"}
+    assert namespaces == {"minimart"}
+    assert [d["metadata"]["name"] for d in kube.of_kind(rendered, "", "Namespace")] == ["minimart"]
+
+
+def test_selectors_match_template_labels(rendered: list[dict[str, Any]]) -> None:
+    templates = {}
+    for doc in rendered:
+        if (kube.group_of(doc), doc["kind"]) in {("apps", "StatefulSet"), ("apps", "Deployment")}:
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            selector = doc["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= labels.items(), f"{_where(doc)}: selector {selector}"
+            assert not doc["spec"]["selector"].get("matchExpressions"), _where(doc)
+            templates[doc["metadata"]["name"]] = doc
+    services = _by_name(rendered, "", "Service")
+    for name, service in services.items():
+        selector = service["spec"].get("selector")
+        assert selector, f"Service {name} selects no pods"
+        matched = [
+            w
+            for w in templates.values()
+            if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert matched, f"Service {name}: selector {selector} matches no pod template"
+        port_names = {
+            p.get("name") for w in matched for c in _containers(w) for p in c.get("ports", [])
+        }
+        port_numbers = {
+            p["containerPort"] for w in matched for c in _containers(w) for p in c.get("ports", [])
+        }
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            known = port_names if isinstance(target, str) else port_numbers
+            assert target in known, f"Service {name}: targetPort {target} is no container port"
+    for name, statefulset in _by_name(rendered, "apps", "StatefulSet").items():
+        governing = services.get(statefulset["spec"]["serviceName"])
+        assert governing, f"StatefulSet {name}: serviceName names no Service"
+        assert governing["spec"].get("clusterIP") == "None", f"{name}: headless Service expected"
+
+
+def test_volumes_configmaps_and_secrets_resolve(rendered: list[dict[str, Any]]) -> None:
+    configmaps = _by_name(rendered, "", "ConfigMap")
+    secrets = _by_name(rendered, "", "Secret")
+    data = {
+        **{("ConfigMap", n): set(d.get("data", {})) for n, d in configmaps.items()},
+        **{("Secret", n): set(d.get("data", {})) for n, d in secrets.items()},
+    }
+    for doc in _workloads(rendered):
+        claims = {t["metadata"]["name"] for t in doc["spec"].get("volumeClaimTemplates", [])}
+        for spec in kube.pod_specs(doc):
+            volumes = {v["name"] for v in spec.get("volumes", [])}
+            for volume in spec.get("volumes", []):
+                if "configMap" in volume:
+                    assert ("ConfigMap", volume["configMap"]["name"]) in data, _where(doc)
+                if "secret" in volume:
+                    assert ("Secret", volume["secret"]["secretName"]) in data, _where(doc)
+            for container in spec["containers"]:
+                for mount in container.get("volumeMounts", []):
+                    assert mount["name"] in volumes | claims, f"{_where(doc)}: {mount['name']}"
+                for source in container.get("envFrom", []):
+                    for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                        if key in source:
+                            assert (kind, source[key]["name"]) in data, _where(doc)
+                for env in container.get("env", []):
+                    ref = env.get("valueFrom", {})
+                    for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                        if key in ref:
+                            keys = data.get((kind, ref[key]["name"]))
+                            assert keys is not None, f"{_where(doc)}: {kind} {ref[key]['name']}"
+                            assert ref[key]["key"] in keys, f"{_where(doc)}: {ref[key]['key']}"
+
+
+def test_sinks_and_dead_letter_sinks_name_resources_of_the_repo(
+    rendered: list[dict[str, Any]],
+) -> None:
+    ksvcs = _ksvcs(rendered)
+    kafka_sinks = _by_name(rendered, "eventing.knative.dev", "KafkaSink")
+    sources = kube.of_kind(rendered, "sources.knative.dev", "KafkaSource")
+    assert sources
+    for source in sources:
+        where, spec = _where(source), source["spec"]
+        sink = spec["sink"]["ref"]
+        assert (sink["apiVersion"], sink["kind"]) == (f"{KNATIVE}/v1", "Service"), where
+        assert sink["name"] in ksvcs, f"{where}: sink {sink['name']} is no Knative Service"
+        assert sink.get("namespace", "minimart") == source["metadata"]["namespace"], where
+        delivery = spec.get("delivery")
+        assert delivery, f"{where}: no delivery block"
+        for key in ("retry", "backoffPolicy", "backoffDelay", "timeout", "deadLetterSink"):
+            assert key in delivery, f"{where}: delivery has no {key}"
+        dead = delivery["deadLetterSink"]["ref"]
+        assert dead["kind"] == "KafkaSink", where
+        assert dead["apiVersion"] == kafka_sinks[dead["name"]]["apiVersion"], where
+    assert {s["spec"]["topic"] for s in kafka_sinks.values()} == {DEAD_LETTER_TOPIC}
+
+
+def test_kafka_addresses_resolve_to_the_kafka_service(rendered: list[dict[str, Any]]) -> None:
+    services = _by_name(rendered, "", "Service")
+    addresses = [
+        *(
+            a
+            for kind in ("KafkaSource", "KafkaSink")
+            for d in rendered
+            if d["kind"] == kind
+            for a in d["spec"]["bootstrapServers"]
+        ),
+        _by_name(rendered, "", "ConfigMap")["minimart-config"]["data"]["MINIMART_KAFKA_BOOTSTRAP"],
+    ]
+    for address in addresses:
+        _assert_resolves(services, f"kafka://{address}")
+
+
+def _assert_resolves(services: Mapping[str, Any], url: str) -> None:
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port
+    match = re.match(r"^([a-z0-9-]+)(?:\.([a-z0-9-]+)(?:\.svc(?:\.cluster\.local)?)?)?$", host)
+    assert match, f"{url}: not a cluster Service address"
+    name, namespace = match.group(1), match.group(2) or "minimart"
+    assert namespace == "minimart" and name in services, f"{url}: no Service {name}"
+    assert port in {p["port"] for p in services[name]["spec"]["ports"]}, f"{url}: port {port}"
+
+
+# --- topics ---------------------------------------------------------------------------------
+
+
+def test_produced_topics_are_those_of_the_catalog(rendered: list[dict[str, Any]]) -> None:
+    ksvcs = _ksvcs(rendered)
+    assert set(EMITS) == set(ksvcs)
+    assert frozenset().union(*EMITS.values()) == set(EventType), "an event type no one emits"
+    for name, ksvc in ksvcs.items():
+        assert _produces(ksvc) == {t.topic for t in EMITS[name]}, f"{name}: {PRODUCES}"
+
+
+def test_every_consumed_topic_is_produced_and_the_reverse(rendered: list[dict[str, Any]]) -> None:
+    produced = set().union(*(_produces(k) for k in _ksvcs(rendered).values()))
+    consumed = {
+        topic
+        for source in kube.of_kind(rendered, "sources.knative.dev", "KafkaSource")
+        for topic in source["spec"]["topics"]
+    }
+    assert consumed - produced == set(), "consumed, but no function produces them"
+    assert produced - consumed == set(), "produced, but no KafkaSource consumes them"
+    dead_letters = {
+        s["spec"]["topic"] for s in kube.of_kind(rendered, "eventing.knative.dev", "KafkaSink")
+    }
+    topics = _topics_configmap(rendered)
+    assert set(topics) == produced | dead_letters, "minimart-topics differs from the wiring"
+    assert all(re.fullmatch(r"[1-9][0-9]*", n) for n in topics.values()), topics
+
+
+def test_a_function_does_not_consume_what_it_produces(rendered: list[dict[str, Any]]) -> None:
+    ksvcs = _ksvcs(rendered)
+    for source in kube.of_kind(rendered, "sources.knative.dev", "KafkaSource"):
+        sink = source["spec"]["sink"]["ref"]["name"]
+        assert not set(source["spec"]["topics"]) & _produces(ksvcs[sink]), _where(source)
+
+
+# --- exposure -------------------------------------------------------------------------------
+
+
+def test_only_the_order_service_is_public(rendered: list[dict[str, Any]]) -> None:
+    ksvcs = _ksvcs(rendered)
+    public = {
+        n
+        for n, k in ksvcs.items()
+        if k["metadata"].get("labels", {}).get(VISIBILITY) != "cluster-local"
+    }
+    assert public == {INGRESS}
+    assert INGRESS in ksvcs and VISIBILITY not in ksvcs[INGRESS]["metadata"].get("labels", {})
+    hosts = {n for n, k in ksvcs.items() if HOST in k["metadata"].get("annotations", {})}
+    assert hosts == {INGRESS}
+    for service in kube.of_kind(rendered, "", "Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", _where(service)
+    for doc in rendered:
+        assert doc["kind"] not in {"Ingress", "Gateway", "HTTPRoute", "DomainMapping"}, _where(doc)
+        for spec in kube.pod_specs(doc):
+            assert not spec.get("hostNetwork"), _where(doc)
+            for container in spec["containers"]:
+                for port in container.get("ports", []):
+                    assert "hostPort" not in port, _where(doc)
+
+
+# --- functions, images, configuration -------------------------------------------------------
+
+
+def test_each_function_has_one_service_image_and_artifact(rendered: list[dict[str, Any]]) -> None:
+    functions = _functions()
+    ksvcs = _ksvcs(rendered)
+    assert set(ksvcs) == set(functions)
+    (skaffold,) = (m.doc for m in kube.load_file(PROJECT_ROOT / "skaffold.yaml"))
+    artifacts = {a["image"]: a for a in skaffold["build"]["artifacts"]}
+    assert set(artifacts) == {f"minimart-{name}" for name in functions}
+    for name, signature in functions.items():
+        ksvc = ksvcs[name]
+        assert ksvc["metadata"]["annotations"][FUNCTION] == name
+        (container,) = ksvc["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == f"minimart-{name}"
+        assert [p["containerPort"] for p in container["ports"]] == [8080]
+        artifact = artifacts[f"minimart-{name}"]
+        assert artifact["context"] == "."
+        assert artifact["docker"]["dockerfile"] == "Dockerfile"
+        assert artifact["docker"]["buildArgs"] == {"FUNCTION": name, "SIGNATURE": signature}
+
+
+def test_the_dockerfile_runs_the_function_as_a_non_root_user() -> None:
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
+    assert re.search(r"^ARG FUNCTION$", dockerfile, re.M)
+    assert re.search(r"^ARG SIGNATURE", dockerfile, re.M)
+    assert "requirements.lock" in dockerfile and "requirements.in" in dockerfile
+    users = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
+    assert users and int(users[-1][0]) > 0, "the image must end with a numeric non-root USER"
+    command = re.findall(r"^CMD (.*)$", dockerfile, re.M)[-1]
+    for part in ("functions-framework", "--target handle", "--signature-type", "--port 8080"):
+        assert part in command
+    assert "--host 0.0.0.0" in command
+
+
+def test_configuration_is_what_settings_reads(rendered: list[dict[str, Any]]) -> None:
+    config = _by_name(rendered, "", "ConfigMap")["minimart-config"]["data"]
+    secret = {
+        k: base64.b64decode(v).decode()
+        for k, v in _by_name(rendered, "", "Secret")["minimart-secrets"]["data"].items()
+    }
+    services = _by_name(rendered, "", "Service")
+    for name, ksvc in _ksvcs(rendered).items():
+        (container,) = ksvc["spec"]["template"]["spec"]["containers"]
+        env: dict[str, str] = {}
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                env.update(
+                    _by_name(rendered, "", "ConfigMap")[source["configMapRef"]["name"]]["data"]
+                )
+            assert "secretRef" not in source, f"{name}: name the secret keys it needs instead"
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            else:
+                ref = item["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == "minimart-secrets"
+                env[item["name"]] = secret[ref["key"]]
+        recorder = _RecordingEnv(env)
+        settings = Settings.from_env(recorder)
+        unread = set(env) - recorder.read
+        assert not unread, f"{name}: settings.py reads no {sorted(unread)}"
+        assert settings.service_name == name
+        _assert_resolves(services, f"kafka://{settings.kafka_bootstrap}")
+        _assert_resolves(services, settings.mongo_url)
+        _assert_resolves(services, settings.redis_url)
+        for key, dsn in (
+            ("MINIMART_ORDERS_DSN", settings.orders_dsn),
+            ("MINIMART_INVENTORY_DSN", settings.inventory_dsn),
+            ("MINIMART_PAYMENTS_DSN", settings.payments_dsn),
+        ):
+            if key in env:
+                _assert_resolves(services, dsn)
+        _assert_builds_only_what_it_is_given(name, env)
+    for key in ("MINIMART_KAFKA_BOOTSTRAP", "MINIMART_MONGO_URL", "MINIMART_REDIS_URL"):
+        assert key in config, f"minimart-config has no {key}"
+
+
+class _RecordingEnv(dict[str, str]):
+    """An environment that remembers which keys were looked up."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+
+_POOL_DSN = {
+    "orders_pool": "MINIMART_ORDERS_DSN",
+    "inventory_pool": "MINIMART_INVENTORY_DSN",
+    "payments_pool": "MINIMART_PAYMENTS_DSN",
+}
+
+
+def _assert_builds_only_what_it_is_given(name: str, env: Mapping[str, str]) -> None:
+    """The databases a function warms up (minimart.bootstrap) are those it gets a DSN for."""
+    bootstrap = pytest.importorskip("minimart.bootstrap")
+    warm_up = getattr(bootstrap, "WARM_UP", None)
+    if warm_up is None:
+        return
+    needed = {_POOL_DSN[a] for a in warm_up[name] if a in _POOL_DSN}
+    given = {k for k in env if k in _POOL_DSN.values()}
+    assert needed == given, f"{name}: warms up {sorted(needed)} but is given {sorted(given)}"
+
+
+def test_no_secret_value_is_written_in_plain(rendered: list[dict[str, Any]]) -> None:
+    for doc in _workloads(rendered):
+        for container in _containers(doc):
+            for env in container.get("env", []):
+                if SECRET_LIKE.search(env["name"]):
+                    ref = env.get("valueFrom", {}).get("secretKeyRef")
+                    assert ref, f"{_where(doc)}: {env['name']} must come from a Secret"
+                assert not CREDENTIALS_IN_URL.search(str(env.get("value", ""))), _where(doc)
+            assert not CREDENTIALS_IN_URL.search(json.dumps(container)), _where(doc)
+    for configmap in kube.of_kind(rendered, "", "ConfigMap"):
+        for key, value in configmap.get("data", {}).items():
+            assert not SECRET_LIKE.search(key), f"{_where(configmap)}: {key} belongs in a Secret"
+            assert not CREDENTIALS_IN_URL.search(value), f"{_where(configmap)}: {key}"
+    # The only Secret is generated from the file of local development defaults.
+    secrets = kube.of_kind(rendered, "", "Secret")
+    assert [s["metadata"]["name"] for s in secrets] == ["minimart-secrets"]
+    for path in kube.manifest_files():
+        for manifest in kube.load_file(path):
+            assert manifest.kind != "Secret", f"{manifest.where}: commit no Secret"
+
+
+# --- hardening ------------------------------------------------------------------------------
+
+
+def _effective(pod: Mapping[str, Any], container: Mapping[str, Any], key: str) -> Any:
+    return container.get("securityContext", {}).get(key, pod.get("securityContext", {}).get(key))
+
+
+def test_every_container_is_hardened_with_resources_and_probes(
+    rendered: list[dict[str, Any]],
+) -> None:
+    workloads = _workloads(rendered)
+    assert {d["kind"] for d in workloads} >= {"StatefulSet", "Job", "Service"}
+    for doc in workloads:
+        long_running = doc["kind"] != "Job"
+        for pod in kube.pod_specs(doc):
+            for container in pod["containers"]:
+                where = f"{_where(doc)}/{container['name']}"
+                resources = container.get("resources", {})
+                for part in ("requests", "limits"):
+                    assert {"cpu", "memory"} <= set(resources.get(part, {})), f"{where}: {part}"
+                if long_running:
+                    assert "readinessProbe" in container, f"{where}: no readinessProbe"
+                    assert "livenessProbe" in container, f"{where}: no livenessProbe"
+                context = container.get("securityContext", {})
+                assert context.get("allowPrivilegeEscalation") is False, where
+                assert context.get("readOnlyRootFilesystem") is True, where
+                assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+                assert not context.get("privileged"), where
+                assert _effective(pod, container, "runAsNonRoot") is True, where
+                assert (_effective(pod, container, "runAsUser") or 1) > 0, where
+                seccomp = _effective(pod, container, "seccompProfile") or {}
+                assert seccomp.get("type") == "RuntimeDefault", where
+                image = container["image"]
+                if not image.startswith("minimart-"):
+                    assert re.search(r":[\w][\w.-]*$", image) and not image.endswith(":latest"), (
+                        f"{where}: pin {image}"
+                    )
+            assert pod.get("automountServiceAccountToken") is False, _where(doc)
+
+
+def test_data_stores_keep_their_data_on_persistent_volumes(rendered: list[dict[str, Any]]) -> None:
+    statefulsets = _by_name(rendered, "apps", "StatefulSet")
+    assert set(statefulsets) == {"kafka", "postgres", "mongo", "redis"}
+    for name, statefulset in statefulsets.items():
+        claims = statefulset["spec"]["volumeClaimTemplates"]
+        assert claims, name
+        (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+        mounted = {m["name"] for m in container["volumeMounts"]}
+        assert {c["metadata"]["name"] for c in claims} <= mounted, name
+    redis_args = statefulsets["redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert redis_args[redis_args.index("--appendonly") + 1] == "yes"
+    init = _by_name(rendered, "", "ConfigMap")["postgres-init"]["data"]
+    script = "\n".join(init.values())
+    for database in ("minimart_orders", "minimart_inventory", "minimart_payments"):
+        assert f"CREATE DATABASE {database};" in script
+
+
+def test_the_topic_job_reads_the_topics_configmap(rendered: list[dict[str, Any]]) -> None:
+    (job,) = kube.of_kind(rendered, "batch", "Job")
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    (container,) = pod["containers"]
+    mounts = {
+        m["mountPath"]: volumes[m["name"]]
+        for m in container["volumeMounts"]
+        if "configMap" in volumes[m["name"]]
+    }
+    assert [v["configMap"]["name"] for v in mounts.values()] == ["minimart-topics"]
+    (path,) = mounts
+    script = "\n".join(container["args"])
+    assert f"{path}/*" in script and "--partitions" in script and "--if-not-exists" in script
+
+
+# --- the cluster scripts --------------------------------------------------------------------
+
+
+def _kind_up() -> str:
+    return (PROJECT_ROOT / "scripts" / "kind-up.sh").read_text()
+
+
+def _patches(script: str) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in re.findall(r"--patch '(\{.*?\})'", script, re.S)]
+
+
+def test_kind_publishes_kourier_on_localhost_8080() -> None:
+    (cluster,) = (m.doc for m in kube.load_file(PROJECT_ROOT / "kind-config.yaml"))
+    mappings = [p for node in cluster["nodes"] for p in node.get("extraPortMappings", [])]
+    (mapping,) = [p for p in mappings if p["hostPort"] == 8080]
+    assert mapping["listenAddress"] == "127.0.0.1"
+    node_ports = [
+        port["nodePort"]
+        for patch in _patches(_kind_up())
+        for port in patch.get("spec", {}).get("ports", [])
+        if port["name"] == "http2"
+    ]
+    assert node_ports == [mapping["containerPort"]]
+    (skaffold,) = (m.doc for m in kube.load_file(PROJECT_ROOT / "skaffold.yaml"))
+    (profile,) = [p for p in skaffold["profiles"] if p["name"] == "local-kind"]
+    assert {"kubeContext": f"kind-{cluster['name']}"} in profile["activation"]
+    assert profile["build"]["local"]["push"] is False
+    assert skaffold["manifests"]["kustomize"]["paths"] == ["k8s"]
+    assert f'CLUSTER_NAME="${{CLUSTER_NAME:-{cluster["name"]}}}"' in _kind_up()
+
+
+def test_kind_up_installs_pinned_consistent_knative_releases() -> None:
+    script = _kind_up()
+    versions = dict(re.findall(r'(KNATIVE_\w+_VERSION)="\$\{\w+:-(knative-v[\d.]+)\}"', script))
+    assert set(versions) == {
+        "KNATIVE_SERVING_VERSION",
+        "KNATIVE_KOURIER_VERSION",
+        "KNATIVE_EVENTING_VERSION",
+        "KNATIVE_KAFKA_VERSION",
+    }
+    assert len(set(versions.values())) == 1, versions
+    assert re.fullmatch(r"knative-v1\.\d+\.\d+", next(iter(versions.values())))
+    for repo in (
+        "knative/serving",
+        "knative/net-kourier",
+        "knative/eventing",
+        "knative-extensions/eventing-kafka-broker",
+    ):
+        assert f"https://github.com/{repo}/releases/download/${{" in script
+    for artifact in (
+        "serving-crds.yaml",
+        "serving-core.yaml",
+        "kourier.yaml",
+        "eventing-crds.yaml",
+        "eventing-core.yaml",
+        "eventing-kafka-controller.yaml",
+        "eventing-kafka-source.yaml",
+        "eventing-kafka-sink.yaml",
+    ):
+        assert f'/{artifact}"' in script, artifact
+    assert "skaffold run -p local-kind --default-repo=kind.local" in script
+
+
+def test_knative_features_the_services_use_are_enabled(rendered: list[dict[str, Any]]) -> None:
+    """A Service field behind a Knative feature flag is refused unless kind-up.sh enables it."""
+    schema_file = kube.SCHEMAS_DIR / "serving.knative.dev" / "service_v1.json"
+    if not schema_file.is_file():
+        pytest.skip(f"no k8s schemas at {kube.SCHEMAS_DIR}")
+    schema = json.loads(schema_file.read_text())
+    enabled = {
+        key
+        for patch in _patches(_kind_up())
+        for key, value in patch.get("data", {}).items()
+        if value == "enabled"
+    }
+    for ksvc in _ksvcs(rendered).values():
+        for flag in _feature_flags(schema, ksvc):
+            assert flag in enabled, f"{_where(ksvc)} uses {flag}: enable it in kind-up.sh"
+    script = _kind_up()
+    assert f'index .Annotations \\"{HOST}\\"' in script, "domain-template reads the host annotation"
+
+
+def _feature_flags(schema: Mapping[str, Any], value: Any) -> Iterator[str]:
+    match = re.search(r"behind a feature flag - ([\w.-]+)", schema.get("description", ""))
+    if match:
+        yield match.group(1)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key)
+            if sub is not None:
+                yield from _feature_flags(sub, item)
+    elif isinstance(value, list) and "items" in schema:
+        for item in value:
+            yield from _feature_flags(schema["items"], item)
+
+
+def test_make_targets_and_docs() -> None:
+    makefile = (PROJECT_ROOT / "mk" / "deploy.mk").read_text()
+    for target in ("kind-up", "kind-down", "deploy", "validate-manifests"):
+        assert re.search(rf"^{target}:", makefile, re.M), target
+    assert "skaffold run -p local-kind --default-repo=kind.local" in makefile
+    docs = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
+    for needle in ("make kind-up", "make kind-down", "http://localhost:8080/orders", "k6"):
+        assert needle in docs, needle
+    for doc in yaml.safe_load_all((PROJECT_ROOT / "kind-config.yaml").read_text()):
+        assert doc["kind"] == "Cluster"
