@@ -27,10 +27,11 @@ from pymongo import MongoClient
 
 from minimart.local import servers
 from minimart.local.manifests import load_topology
+from minimart.local.servers.kafka_broker import jars_present
 from minimart.local.servers.postgres import DATABASES
 from minimart.settings import PROJECT_ROOT, Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
 
@@ -96,6 +97,11 @@ def stack() -> Iterator[Stack]:
             "MINIMART_PROMETHEUS_PORT": str(pm),
         }
     )
+    # Reuse the broker jars `make install` fetched (saves a Maven run per test session).
+    installed = Settings.from_env().state_dir / "kafka" / "jars"
+    if jars_present(installed):
+        (state_dir / "kafka").mkdir()
+        (state_dir / "kafka" / "jars").symlink_to(installed)
     began = time.monotonic()
     try:
         started = servers.ensure_up(settings, servers.ALL)

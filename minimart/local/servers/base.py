@@ -83,7 +83,7 @@ class ManagedServer(ABC):
     """One server of the local stack, run as a supervised process bound to 127.0.0.1."""
 
     name: str
-    start_timeout: float = 30.0
+    start_timeout: float = 60.0
     stop_timeout: float = 15.0
 
     def __init__(self, settings: Settings) -> None:

@@ -67,6 +67,8 @@ def jars_present(jars: Path) -> bool:
 def fetch_jars(jars: Path) -> None:
     """Copy the broker's runtime jars from Maven Central (or ~/.m2) into ``jars``."""
     mvn = require_binary("mvn", _MVN_PACKAGE)
+    if jars.is_symlink():
+        jars.unlink()
     shutil.rmtree(jars, ignore_errors=True)
     jars.mkdir(parents=True)
     result = subprocess.run(
@@ -90,7 +92,7 @@ def fetch_jars(jars: Path) -> None:
 
 class Kafka(ManagedServer):
     name = "kafka"
-    start_timeout = 90.0
+    start_timeout = 180.0  # generous: a loaded 2-core machine starts a JVM slowly
     stop_timeout = 30.0
 
     def __init__(self, settings: Settings, topics: Mapping[str, int] | None = None) -> None:

@@ -12,7 +12,6 @@ _PACKAGE = "the PyPI package secantusdb into the venv"
 
 class Mongo(ManagedServer):
     name = "mongo"
-    start_timeout = 30.0
     stop_timeout = 20.0  # SIGTERM shutdown takes a few seconds
 
     @property

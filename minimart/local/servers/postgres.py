@@ -54,7 +54,7 @@ TUNING = {
 
 class Postgres(ManagedServer):
     name = "postgres"
-    start_timeout = 60.0
+    start_timeout = 120.0
 
     @property
     def port(self) -> int:

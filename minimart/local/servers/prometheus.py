@@ -26,7 +26,6 @@ scrape_configs:
 
 class Prometheus(ManagedServer):
     name = "prometheus"
-    start_timeout = 30.0
 
     def __init__(self, settings: Settings, config: Path | None = None) -> None:
         super().__init__(settings)

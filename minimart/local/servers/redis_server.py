@@ -9,7 +9,6 @@ from minimart.local.servers.base import ManagedServer, require_binary
 
 class Redis(ManagedServer):
     name = "redis"
-    start_timeout = 30.0
 
     @property
     def port(self) -> int:
