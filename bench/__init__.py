@@ -1,0 +1,1 @@
+"""The performance benchmark of the local stack (``make bench``; not part of the test run)."""

@@ -1,0 +1,205 @@
+"""The transport floor: the saga's number of Kafka hops with functions that do no work.
+
+Throwaway topics ``bench.floor.<run>.h0`` .. ``.hN`` (the saga's partition count); hop ``i``
+is a dispatcher process (minimart's dispatcher code) consuming ``h(i-1)`` and delivering to a
+no-op function process (functions-framework, same producer settings as the saga) that
+publishes ``hi``. The benchmark produces ``h0`` at a fixed open-loop rate and reads ``hN``:
+the latency of one chain is the last function's handling time minus the produce time, the
+same span as the saga's "order accepted -> last step recorded".
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+
+from minimart.adapters.kafka_publisher import make_producer
+from minimart.local import stack
+from minimart.local.servers import process
+from minimart.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+NOOP_SOURCE = Path(__file__).resolve().parent / "noop" / "main.py"
+
+
+def _port_base() -> int:
+    """Below the kernel's ephemeral range, so no outgoing connection takes a port in between."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return low - 700
+
+
+def _free_port(start: int, taken: set[int]) -> int:
+    for port in range(start, start + 200):
+        if port in taken:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+    raise RuntimeError(f"no free port from {start}")
+
+
+@dataclass
+class FloorResult:
+    rate: float
+    sent: int
+    latencies_ms: list[float]
+
+
+class Floor:
+    def __init__(self, settings: Settings, hops: int, partitions: int, threads: str) -> None:
+        self.settings = settings
+        self.hops = hops
+        self.partitions = partitions
+        self.threads = threads
+        self.prefix = f"bench.floor.{uuid.uuid4().hex[:8]}"
+        self.names: list[str] = []
+        self.ports: list[int] = []
+
+    def topic(self, hop: int) -> str:
+        return f"{self.prefix}.h{hop}"
+
+    def _admin(self) -> KafkaAdminClient:
+        return KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+
+    def start(self) -> None:
+        admin = self._admin()
+        try:
+            admin.create_topics(
+                [NewTopic(self.topic(h), self.partitions, 1) for h in range(self.hops + 1)]
+            )
+        finally:
+            admin.close()
+        base_env = stack._env(self.settings, "bench-floor")
+        taken: set[int] = set()
+        for hop in range(1, self.hops + 1):
+            port = _free_port(_port_base() + self.settings.function_port_base % 100, taken)
+            self.ports.append(port)
+            name = f"bench-floor-fn-h{hop}"
+            env = {**base_env, "MINIMART_SERVICE_NAME": name, "THREADS": self.threads}
+            argv = [
+                str(Path(sys.executable).parent / "functions-framework"),
+                "--target=handle",
+                f"--source={NOOP_SOURCE}",
+                "--signature-type=cloudevent",
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ]
+            process.spawn(name, argv, env=env, cwd=PROJECT_ROOT, settings=self.settings)
+            self.names.append(name)
+            dname = f"bench-floor-dispatch-h{hop}"
+            dargv = [
+                sys.executable,
+                "-m",
+                "bench.floor_dispatcher",
+                f"--topic={self.topic(hop - 1)}",
+                f"--sink-url=http://127.0.0.1:{port}/",
+            ]
+            process.spawn(dname, dargv, env=base_env, cwd=PROJECT_ROOT, settings=self.settings)
+            self.names.append(dname)
+        for port in self.ports:
+            process.wait_for_port("127.0.0.1", port, 90)
+
+    def stop(self) -> None:
+        def stop(name: str) -> None:
+            with contextlib.suppress(Exception):
+                process.stop_process(name, self.settings)
+
+        with concurrent.futures.ThreadPoolExecutor(len(self.names) or 1) as pool:
+            list(pool.map(stop, self.names))
+        self.names.clear()
+        admin = self._admin()
+        try:
+            admin.delete_topics([self.topic(h) for h in range(self.hops + 1)])
+        except Exception as exc:  # throwaway topics: a leftover is harmless
+            log.warning("could not delete the floor topics: %s", exc)
+        finally:
+            admin.close()
+
+    def _chain(self, producer: KafkaProducer, chain: str, now: float) -> Any:
+        data = {"chain": chain, "sentAt": now, "hops": self.hops, "prefix": self.prefix}
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", str(uuid.uuid4()).encode()),
+            ("ce_source", b"/bench/floor"),
+            ("ce_type", b"bench.floor.h0"),
+            ("content-type", b"application/json"),
+        ]
+        return producer.send(
+            self.topic(0), key=chain.encode(), value=json.dumps(data).encode(), headers=headers
+        )
+
+    def measure(self, rate: float, seconds: float, drain_s: float = 30.0) -> FloorResult:
+        """Chains at ``rate``/s for ``seconds``; latency of each that came back (ms)."""
+        consumer = KafkaConsumer(
+            self.topic(self.hops),
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=10,
+            enable_auto_commit=False,
+        )
+        while not consumer.assignment():
+            consumer.poll(timeout_ms=100)
+        consumer.seek_to_end()
+        consumer.poll(timeout_ms=0)
+        producer = make_producer(self.settings.kafka_bootstrap, "bench-floor")
+        latencies: list[float] = []
+        expected = round(rate * seconds)
+        done = threading.Event()
+
+        def read() -> None:
+            deadline: float | None = None
+            while len(latencies) < expected:
+                for records in consumer.poll(timeout_ms=100).values():
+                    for record in records:
+                        body = json.loads(record.value)
+                        latencies.append((body["doneAt"] - body["sentAt"]) * 1000)
+                if done.is_set():
+                    deadline = deadline or time.monotonic() + drain_s
+                    if time.monotonic() > deadline:
+                        return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        start = time.monotonic()
+        for i in range(expected):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._chain(producer, uuid.uuid4().hex, time.time())
+        producer.flush()
+        done.set()
+        reader.join()
+        producer.close()
+        consumer.close()
+        return FloorResult(rate, expected, latencies)
+
+    def warm_up(self, timeout: float = 90.0) -> None:
+        """Send chains until one comes back (every dispatcher got its partitions)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.measure(rate=20, seconds=0.5, drain_s=3.0)
+            if len(result.latencies_ms) == result.sent:
+                return
+        raise TimeoutError("the floor chain never completed")
