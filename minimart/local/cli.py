@@ -9,7 +9,7 @@ import sys
 import uuid
 from typing import Any
 
-from minimart.local import stack
+from minimart.local import observe, ops, stack
 from minimart.local.client import OrderClient, format_timeline
 from minimart.local.inspect import order_effects
 from minimart.settings import Settings
@@ -55,7 +55,8 @@ def run_order(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minimart.local")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start servers, functions and dispatchers (reuses what runs)")
+    up = sub.add_parser("up", help="start servers, functions and dispatchers (reuses what runs)")
+    up.add_argument("--with-prometheus", action="store_true", help="and Prometheus scraping them")
     sub.add_parser("down", help="stop everything the stack started")
     sub.add_parser("status", help="what runs")
     order = sub.add_parser("order", help="place one order and follow it to its final state")
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     order.add_argument("--country", default="US")
     order.add_argument("--postal-code", default="12345")
     sub.add_parser("demo", help="one order down each saga path, with timelines and effects")
+    ops.add_commands(sub)
+    observe.add_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         started = stack.up(settings)
         print(f"minimart is up: http://127.0.0.1:{settings.ingress_port}/orders")
         print("started: " + (", ".join(started) or "nothing (all already running)"))
+        if args.with_prometheus:
+            observe.run(argparse.Namespace(command="prometheus"), settings)
     elif args.command == "down":
         print("stopped: " + (", ".join(stack.down(settings)) or "nothing"))
     elif args.command == "status":
@@ -84,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         address = {**ADDRESS, "country": args.country, "postalCode": args.postal_code}
         items = [{"sku": args.sku, "quantity": args.quantity}]
         run_order(client, settings, args.customer, items, address)
+    elif args.command in ops.COMMANDS:
+        return ops.run(args, settings)
+    elif args.command in observe.COMMANDS:
+        return observe.run(args, settings)
     elif args.command == "demo":
         stack.up(settings)
         for title, customer, items, address in DEMO_ORDERS:

@@ -1,0 +1,427 @@
+"""Record the CloudEvents of a run, replay them, list dead letters and re-drive them.
+
+A recording is a JSON-lines file, one Kafka record per line::
+
+    {"topic": ..., "partition": ..., "offset": ..., "timestamp": ...,
+     "key": "<order id>", "headers": [["ce_id", "..."], ...], "value": "<JSON text>"}
+
+(``value_b64`` instead of ``value`` when a record is not UTF-8). Replaying sends records back
+to their topics (the dispatchers deliver them again) or straight to one function over HTTP as
+binary-mode CloudEvents, as the dispatcher would. Every step is idempotent, so replaying a run
+changes nothing; ``wait_drained`` tells when every KafkaSource has caught up.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from minimart.catalog import DEAD_LETTER_TOPIC, EventType, derived_event_id
+from minimart.domain.rules import label_id, payment_id
+from minimart.local.delivery import to_event
+from minimart.local.manifests import load_topology
+from minimart.settings import PROJECT_ROOT, Settings
+
+SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)
+_HTML_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.S)
+ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One Kafka record (it satisfies ``delivery.Record``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        for key, raw in self.headers:
+            if key.lower() == name:
+                return None if raw is None else raw.decode("utf-8", errors="replace")
+        return None
+
+    @property
+    def event_id(self) -> str | None:
+        return self.header("ce_id")
+
+    @property
+    def event_type(self) -> str | None:
+        return self.header("ce_type")
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.timestamp,
+            "key": None if self.key is None else self.key.decode("utf-8", errors="replace"),
+            "headers": [[k, None if v is None else v.decode("utf-8")] for k, v in self.headers],
+        }
+        try:
+            doc["value"] = None if self.value is None else self.value.decode("utf-8")
+        except UnicodeDecodeError:
+            doc["value_b64"] = base64.b64encode(self.value or b"").decode("ascii")
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> RecordedEvent:
+        if "value_b64" in doc:
+            value: bytes | None = base64.b64decode(doc["value_b64"])
+        else:
+            value = None if doc.get("value") is None else str(doc["value"]).encode()
+        key = doc.get("key")
+        return cls(
+            topic=doc["topic"],
+            partition=int(doc.get("partition", -1)),
+            offset=int(doc.get("offset", -1)),
+            timestamp=int(doc.get("timestamp", -1)),
+            key=None if key is None else str(key).encode(),
+            value=value,
+            headers=[(k, None if v is None else str(v).encode()) for k, v in doc["headers"]],
+        )
+
+    @classmethod
+    def from_consumer(cls, record: Any) -> RecordedEvent:
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp,
+            key=record.key,
+            value=record.value,
+            headers=list(record.headers or ()),
+        )
+
+
+def read_topics(
+    settings: Settings, topics: Sequence[str], timeout_s: float = 30.0
+) -> list[RecordedEvent]:
+    """Every record of ``topics`` from the beginning to the current end (no consumer group)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=50,
+        consumer_timeout_ms=1_000,
+    )
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > consumer.position(tp)}
+        records: list[RecordedEvent] = []
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {sorted(remaining)} to their end")
+            for tp, batch in consumer.poll(timeout_ms=200).items():
+                for record in batch:
+                    if record.offset < ends[tp]:
+                        records.append(RecordedEvent.from_consumer(record))
+                if consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return records
+    finally:
+        consumer.close()
+
+
+def record(
+    settings: Settings,
+    topics: Sequence[str] = SAGA_TOPICS,
+    order_ids: Iterable[str] | None = None,
+) -> list[RecordedEvent]:
+    """The records of ``topics`` (of some orders: keyed by order id), in timestamp order."""
+    wanted = None if order_ids is None else {oid.encode() for oid in order_ids}
+    records = [r for r in read_topics(settings, topics) if wanted is None or r.key in wanted]
+    return sorted(records, key=lambda r: (r.timestamp, r.topic, r.partition, r.offset))
+
+
+def save(records: Iterable[RecordedEvent], path: Path) -> int:
+    count = 0
+    with path.open("w") as out:
+        for rec in records:
+            out.write(json.dumps(rec.to_json(), sort_keys=True) + "\n")
+            count += 1
+    return count
+
+
+def load(path: Path) -> list[RecordedEvent]:
+    with path.open() as lines:
+        return [RecordedEvent.from_json(json.loads(line)) for line in lines if line.strip()]
+
+
+def _paced(records: Sequence[RecordedEvent], rate: float | None) -> Iterator[RecordedEvent]:
+    """``records`` at ``rate`` per second (as fast as possible when None)."""
+    started = time.monotonic()
+    for index, rec in enumerate(records):
+        if rate:
+            delay = started + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        yield rec
+
+
+def new_producer(settings: Settings, client_id: str = "minimart-replay") -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        acks="all",
+        linger_ms=5,
+        max_block_ms=15_000,
+    )
+
+
+def replay_to_kafka(
+    settings: Settings,
+    records: Sequence[RecordedEvent],
+    rate: float | None = None,
+    topic_of: Callable[[RecordedEvent], str] | None = None,
+) -> int:
+    """Produce ``records`` again (same key, headers and value) to their topics; how many."""
+    producer = new_producer(settings)
+    try:
+        futures = [
+            producer.send(
+                topic_of(rec) if topic_of else rec.topic,
+                key=rec.key,
+                value=rec.value,
+                headers=[(k, v or b"") for k, v in rec.headers],
+            )
+            for rec in _paced(records, rate)
+        ]
+        for future in futures:
+            future.get(timeout=30)
+        return len(futures)
+    finally:
+        producer.close(timeout=10)
+
+
+@dataclass(frozen=True)
+class HttpReplay:
+    event_id: str | None
+    status: int
+    body: str
+
+
+def replay_to_http(
+    url: str,
+    records: Sequence[RecordedEvent],
+    rate: float | None = None,
+    source_name: str = "replay",
+) -> list[HttpReplay]:
+    """POST each record to ``url`` as the dispatcher would (binary-mode CloudEvent)."""
+    pool = urllib3.PoolManager(num_pools=1, maxsize=1, retries=False)
+    results = []
+    try:
+        for rec in _paced(records, rate):
+            event = to_event(source_name, rec)
+            response = pool.request(
+                "POST", url, body=event.body, headers=event.http_headers(), timeout=30.0
+            )
+            results.append(
+                HttpReplay(rec.event_id, response.status, response.data.decode("utf-8", "replace"))
+            )
+    finally:
+        pool.clear()
+    return results
+
+
+def wait_drained(settings: Settings, timeout: float = 60.0) -> None:
+    """Return once every KafkaSource's consumer group has committed up to its topics' end."""
+    topology = load_topology(PROJECT_ROOT)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="drain")
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = []
+            for source in topology.sources:
+                group = source.consumer_group
+                committed = admin.list_group_offsets({group: None}).get(group, {})
+                tps = [
+                    TopicPartition(topic, p)
+                    for topic in source.topics
+                    for p in sorted(consumer.partitions_for_topic(topic) or ())
+                ]
+                ends = consumer.end_offsets(tps)
+                for tp in tps:
+                    done = committed.get(tp)
+                    if ends[tp] > (done.offset if done is not None else 0):
+                        behind.append(f"{source.name} {tp.topic}[{tp.partition}]")
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not drained after {timeout}s: {behind[:5]}")
+            time.sleep(0.25)
+    finally:
+        consumer.close()
+        admin.close()
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record of the dead-letter topic with the reason the dispatcher gave."""
+
+    record: RecordedEvent
+    event_id: str
+    event_type: str
+    destination: str
+    code: str
+    data: str
+    order_id: str | None
+
+    @property
+    def timestamp(self) -> datetime:
+        return datetime.fromtimestamp(self.record.timestamp / 1000, tz=UTC)
+
+    @property
+    def detail(self) -> str:
+        """``knativeerrordata`` as plain text (Flask's error pages are HTML)."""
+        paragraph = _HTML_PARAGRAPH.search(self.data)
+        text = paragraph.group(1) if paragraph else self.data
+        return html.unescape(text).strip()
+
+    @property
+    def reason(self) -> str:
+        return f"HTTP {self.code} from {self.destination}: {self.detail}"
+
+    @property
+    def original_topic(self) -> str | None:
+        """Where the event came from, from its type (the catalog); None for unknown types."""
+        try:
+            return EventType(self.event_type).topic
+        except ValueError:
+            return None
+
+
+def _order_id_of(rec: RecordedEvent) -> str | None:
+    for name in ("ce_partitionkey", "ce_subject", "ce_key"):
+        value = rec.header(name)
+        if value:
+            return value
+    return None if rec.key is None else rec.key.decode("utf-8", errors="replace")
+
+
+def read_dead_letters(settings: Settings) -> list[DeadLetter]:
+    letters = []
+    for rec in read_topics(settings, [DEAD_LETTER_TOPIC]):
+        letters.append(
+            DeadLetter(
+                record=rec,
+                event_id=rec.event_id or f"partition:{rec.partition}/offset:{rec.offset}",
+                event_type=rec.event_type or "",
+                destination=rec.header("ce_knativeerrordest") or "",
+                code=rec.header("ce_knativeerrorcode") or "",
+                data=rec.header("ce_knativeerrordata") or "",
+                order_id=_order_id_of(rec),
+            )
+        )
+    return letters
+
+
+@dataclass(frozen=True)
+class Redriven:
+    event_id: str
+    topic: str | None
+    note: str
+
+
+def redrive(
+    settings: Settings, letters: Sequence[DeadLetter], rate: float | None = None
+) -> list[Redriven]:
+    """Publish dead letters again to their original topic, without the error extensions.
+
+    Events whose type is not in the catalog (malformed records, wrapped non-CloudEvents)
+    cannot be re-driven and are reported as skipped.
+    """
+    outcome: list[Redriven] = []
+    to_send: list[RecordedEvent] = []
+    for letter in letters:
+        topic = letter.original_topic
+        if topic is None:
+            outcome.append(
+                Redriven(letter.event_id, None, f"skipped: unknown type {letter.event_type!r}")
+            )
+            continue
+        headers = [
+            (k, v)
+            for k, v in letter.record.headers
+            if k.lower().removeprefix("ce_") not in ERROR_EXTENSIONS
+        ]
+        to_send.append(
+            RecordedEvent(topic, -1, -1, -1, letter.record.key, letter.record.value, headers)
+        )
+        outcome.append(Redriven(letter.event_id, topic, "re-published"))
+    if to_send:
+        replay_to_kafka(settings, to_send, rate)
+    return outcome
+
+
+def rebase(
+    records: Sequence[RecordedEvent], order_id: str, skus: Mapping[str, str] | None = None
+) -> list[RecordedEvent]:
+    """A recorded run of ONE order, moved to a fresh ``order_id`` (and SKUs renamed by ``skus``).
+
+    Event ids are deterministic (each one derives from its cause's id), so the rebased run is
+    exactly what the live functions emit for an order with that id: replaying it delivers every
+    event twice (the recording and the functions' own), which is what idempotency must absorb.
+    Payment and label ids derive from the order id and are recomputed too.
+    """
+    if not records:
+        return []
+    old_order = (records[0].key or b"").decode()
+    replacements = {
+        old_order: order_id,
+        payment_id(old_order): payment_id(order_id),
+        label_id(old_order): label_id(order_id),
+    }
+    for old_sku, new_sku in (skus or {}).items():
+        replacements[f'"{old_sku}"'] = f'"{new_sku}"'
+    new_ids: dict[str, str] = {}
+    rebased = []
+    for rec in records:
+        event_type = EventType(rec.event_type or "")
+        old_id = rec.event_id or ""
+        if event_type is EventType.ORDER_CREATED:
+            new_ids[old_id] = derived_event_id(order_id, event_type)
+        else:
+            cause = next((c for c in new_ids if derived_event_id(c, event_type) == old_id), None)
+            if cause is None:
+                raise ValueError(f"{old_id} ({event_type.short}): no cause in the recording")
+            new_ids[old_id] = derived_event_id(new_ids[cause], event_type)
+        value = (rec.value or b"").decode()
+        for old, new in replacements.items():
+            value = value.replace(old, new)
+        headers: list[tuple[str, bytes | None]] = []
+        for name, raw in rec.headers:
+            text = (raw or b"").decode()
+            if name == "ce_id":
+                text = new_ids[old_id]
+            elif name in ("ce_subject", "ce_partitionkey"):
+                text = order_id
+            headers.append((name, text.encode()))
+        rebased.append(
+            RecordedEvent(rec.topic, -1, -1, -1, order_id.encode(), value.encode(), headers)
+        )
+    return rebased

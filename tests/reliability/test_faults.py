@@ -1,0 +1,251 @@
+"""Faults injected while orders flow; every scenario ends with the books checked green.
+
+Real processes and servers on 127.0.0.1. The quick ones run in CI (`pytest -m "not slow"`);
+`make reliability` runs them all. Each test owns its SKU and its orders, so the checker is
+scoped to them and other tests sharing the stack do not interfere.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from kafka import KafkaProducer
+
+from minimart.bootstrap import Container
+from minimart.catalog import EventType
+from minimart.handlers.orders import place_order
+from minimart.local import replay, servers, stack
+from minimart.local.client import OrderClient
+from minimart.settings import Settings
+from tests.reliability.saga import US, assert_books, heal, place_batch, wait_final
+from tests.stack import eventually, new_sku, stock_of
+
+pytestmark = pytest.mark.e2e
+
+
+def run_with_fault(
+    settings: Settings,
+    client: OrderClient,
+    fault: Callable[[], None],
+    count: int = 30,
+    delay_s: float = 0.5,
+) -> tuple[list[str], str]:
+    """Place ``count`` orders; ``delay_s`` into the batch, inject ``fault``; then heal the stack
+    and check the books of those orders."""
+    sku = new_sku(settings, stock=10_000, price_cents=1_100)
+    with concurrent.futures.ThreadPoolExecutor(1) as background:
+        placing = background.submit(place_batch, client, sku, count, threads=4)
+        time.sleep(delay_s)
+        fault()
+        order_ids = placing.result(timeout=180)
+    heal(settings, client, sku)
+    finals = wait_final(client, order_ids, timeout=180)
+    assert {o["status"] for o in finals} == {"CONFIRMED"}
+    assert_books(settings, order_ids, [sku])
+    assert stock_of(settings, sku)["shipped"] == count + 1  # the batch and heal()'s order
+    return order_ids, sku
+
+
+# -- quick: in the default CI run -------------------------------------------------------
+
+
+def test_function_killed_mid_flight_then_restarted(running_stack: Settings, client: OrderClient
+                                                   ) -> None:  # fmt: skip
+    plan = stack.plan_stack(running_stack)
+
+    def crash_payment() -> None:
+        servers.kill_process(plan.function("payment").process_name, running_stack)
+        time.sleep(1.0)  # deliveries to it fail and are retried meanwhile
+        stack.up(running_stack)
+
+    run_with_fault(running_stack, client, crash_payment, count=20)
+
+
+def test_duplicate_storm_three_times_and_out_of_order(running_stack: Settings,
+                                                      client: OrderClient) -> None:  # fmt: skip
+    sku = new_sku(running_stack, stock=10_000)
+    declined = place_batch(client, sku, 2, customer=402)  # compensations are replayed too
+    order_ids = place_batch(client, sku, 8) + declined
+    rng = random.Random(7)
+    # Mid-flight: whatever the topics hold so far, three more times, shuffled.
+    early = replay.record(running_stack, order_ids=order_ids)
+    storm = early * 3
+    rng.shuffle(storm)
+    replay.replay_to_kafka(running_stack, storm)
+    wait_final(client, order_ids)
+    # Then the whole run, three more times, shuffled across topics and orders.
+    everything = replay.record(running_stack, order_ids=order_ids)
+    storm = everything * 3
+    rng.shuffle(storm)
+    replay.replay_to_kafka(running_stack, storm)
+    replay.wait_drained(running_stack, timeout=120)
+    report = assert_books(running_stack, order_ids, [sku])
+    assert report.final == {"CONFIRMED": 8, "CANCELLED": 2}
+    assert len(everything) >= 10 * 6
+
+
+def _produce(settings: Settings, topic: str, partition: int, headers: list[tuple[str, bytes]],
+             value: bytes, key: bytes) -> tuple[int, int]:  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    try:
+        meta = producer.send(topic, value=value, key=key, headers=headers, partition=partition
+                             ).get(timeout=15)  # fmt: skip
+        return meta.partition, meta.offset
+    finally:
+        producer.close(timeout=5)
+
+
+def _ce_headers(event_id: str, event_type: str) -> list[tuple[str, bytes]]:
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id.encode()),
+        ("ce_source", b"/tests/poison"),
+        ("ce_type", event_type.encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
+def test_poison_events_are_dead_lettered_and_the_partition_keeps_flowing(
+    running_stack: Settings, client: OrderClient
+) -> None:
+    topic = EventType.ORDER_CREATED.topic  # inventory's first topic
+    created = EventType.ORDER_CREATED.value
+    expected: dict[str, str] = {}  # dead letter id -> what its reason must say
+    for partition in range(4):  # every partition gets each kind of poison
+        malformed = f"poison-malformed-{uuid.uuid4()}"
+        _produce(running_stack, topic, partition, _ce_headers(malformed, created),
+                 b"{not json", malformed.encode())  # fmt: skip
+        expected[malformed] = "must be a JSON object"
+        schema = f"poison-schema-{uuid.uuid4()}"
+        _produce(running_stack, topic, partition, _ce_headers(schema, created),
+                 json.dumps({"orderId": str(uuid.uuid4()), "items": "many"}).encode(),
+                 schema.encode())  # fmt: skip
+        expected[schema] = "order.created:"
+        unknown = f"poison-type-{uuid.uuid4()}"
+        _produce(running_stack, topic, partition, _ce_headers(unknown, "com.minimart.bogus"),
+                 b"{}", unknown.encode())  # fmt: skip
+        expected[unknown] = "unknown event type"
+        key = f"poison-raw-{uuid.uuid4()}"
+        p, offset = _produce(running_stack, topic, partition, [], b"\x00 not a CloudEvent",
+                             key.encode())  # fmt: skip
+        expected[f"partition:{p}/offset:{offset}"] = "unknown event type 'dev.knative.kafka.event'"
+    # Orders after the poison, on every partition, still go through.
+    sku = new_sku(running_stack, stock=100)
+    order_ids = place_batch(client, sku, 12)
+    finals = wait_final(client, order_ids, timeout=60)
+    assert {o["status"] for o in finals} == {"CONFIRMED"}
+
+    def letters() -> dict[str, replay.DeadLetter] | None:
+        found = {d.event_id: d for d in replay.read_dead_letters(running_stack)}
+        mine = {i: found[i] for i in expected if i in found}
+        return mine if len(mine) == len(expected) else None
+
+    dead = eventually(letters, timeout=30, what="every poison dead-lettered")
+    for event_id, letter in dead.items():
+        assert letter.code == "400", letter
+        assert letter.destination.startswith("http://127.0.0.1:"), letter
+        assert expected[event_id] in letter.detail, (event_id, letter.data)
+        assert letter.original_topic is None or letter.original_topic == topic
+    assert_books(running_stack, order_ids, [sku], expected_dead_letters=set(expected))
+
+
+def test_committed_but_unpublished_order_is_published_by_the_relay(
+    running_stack: Settings, client: OrderClient
+) -> None:
+    """The ingress's dual write: the order and its outbox row are committed, the process dies
+    before publishing. Deterministically: accept through the intake without publishing."""
+    sku = new_sku(running_stack, stock=5)
+    container = Container(running_stack)
+    body = {"customerId": 31, "items": [{"sku": sku, "quantity": 2}], "shippingAddress": US}
+    accepted = place_order(body, None, container.intake, container.order_limits)
+    assert accepted.created and accepted.event is not None
+    with psycopg.connect(running_stack.orders_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT published_at FROM outbox WHERE event_id = %s", (accepted.event.id,)
+        ).fetchone()
+    assert row == (None,)
+    order = client.wait_final(accepted.order_id, timeout=60)  # only the relay can publish it
+    assert order["status"] == "CONFIRMED"
+    assert_books(running_stack, [accepted.order_id], [sku])
+
+    def published() -> bool:
+        with psycopg.connect(running_stack.orders_dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT published_at IS NOT NULL FROM outbox WHERE event_id = %s",
+                (accepted.event.id,),  # type: ignore[union-attr]
+            ).fetchone()
+        return bool(row and row[0])
+
+    eventually(published, timeout=10, what="outbox row marked published")
+
+
+# -- slow: `make reliability` -------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["postgres", "kafka", "mongo", "redis"])
+def test_server_restarted_mid_flight(running_stack: Settings, client: OrderClient, server: str
+                                     ) -> None:  # fmt: skip
+    run_with_fault(running_stack, client, lambda: servers.restart(running_stack, server))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["inventory", "order-status", "notification", "shipping"])
+def test_other_functions_killed_mid_flight(running_stack: Settings, client: OrderClient,
+                                           service: str) -> None:  # fmt: skip
+    plan = stack.plan_stack(running_stack)
+
+    def crash() -> None:
+        servers.kill_process(plan.function(service).process_name, running_stack)
+        time.sleep(1.0)
+        stack.up(running_stack)
+
+    run_with_fault(running_stack, client, crash, count=20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["inventory-source", "order-status-source", "payment-source"])
+def test_dispatcher_killed_after_delivery_before_commit(
+    running_stack: Settings, client: OrderClient, source: str
+) -> None:
+    """SIGKILL a dispatcher while it delivers: offsets it delivered but did not commit yet are
+    delivered again by its successor (at-least-once), and the duplicates change nothing."""
+    name = f"dispatch-{source}"
+    stop = threading.Event()
+
+    def crash_repeatedly() -> None:
+        for _ in range(2):
+            servers.kill_process(name, running_stack)
+            stack.up(running_stack)
+            if stop.wait(1.0):
+                return
+
+    try:
+        run_with_fault(running_stack, client, crash_repeatedly, count=40, delay_s=0.3)
+    finally:
+        stop.set()
+
+
+@pytest.mark.slow
+def test_two_hundred_orders_race_for_scarce_stock(running_stack: Settings, client: OrderClient
+                                                  ) -> None:  # fmt: skip
+    sku = new_sku(running_stack, stock=20, price_cents=900)
+    order_ids = place_batch(client, sku, 200, threads=32)
+    finals = wait_final(client, order_ids, timeout=240)
+    confirmed = [o for o in finals if o["status"] == "CONFIRMED"]
+    cancelled = [o for o in finals if o["status"] == "CANCELLED"]
+    assert len(confirmed) == 20
+    assert len(cancelled) == 180
+    assert all(o["reason"].startswith("insufficient_stock") for o in cancelled)
+    assert_books(running_stack, order_ids, [sku], timeout=120)
+    assert stock_of(running_stack, sku) == {
+        "initial": 20, "available": 0, "reserved": 0, "shipped": 20,
+    }  # fmt: skip
