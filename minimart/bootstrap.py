@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -18,9 +19,10 @@ from minimart.adapters.kafka_publisher import KafkaPublisher, make_producer
 from minimart.adapters.mongo import MongoShipments, shipments_collection
 from minimart.adapters.redis_streams import RedisNotifications, make_client
 from minimart.catalog import Event, EventType
-from minimart.domain.orders import OrderLimits
+from minimart.domain.orders import OrderLimits, OrderStatus
 from minimart.handlers import inventory, notification, order_status, payment, shipping
 from minimart.handlers.payment import PaymentPolicy
+from minimart.observability import metrics, tracing
 from minimart.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -163,7 +165,11 @@ def _shipping(event: Event, c: Container) -> list[Event]:
 
 
 def _order_status(event: Event, c: Container) -> list[Event]:
-    return order_status.track(event, c.orders_uow())
+    return order_status.track(event, c.orders_uow(), on_final=_saga_closed)
+
+
+def _saga_closed(status: OrderStatus, reason: str | None, created_at: datetime | None) -> None:
+    metrics.record_saga_outcome(status.value, reason, created_at)
 
 
 def _notification(event: Event, c: Container) -> list[Event]:
@@ -184,7 +190,7 @@ STEPS: Mapping[str, Step] = {
 
 
 def _trace_header_injector() -> Callable[[list[tuple[str, bytes]]], None] | None:
-    return None
+    return tracing.kafka_header_injector()
 
 
 _container: Container | None = None
@@ -195,5 +201,7 @@ def container() -> Container:
     global _container
     with _container_lock:
         if _container is None:
-            _container = Container(Settings.from_env())
+            settings = Settings.from_env()
+            tracing.configure(settings)  # before any client is built: they get instrumented
+            _container = Container(settings)
         return _container

@@ -14,9 +14,11 @@ from typing import Any
 import flask
 from cloudevents.http import CloudEvent
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from werkzeug.exceptions import HTTPException
 
-from minimart.bootstrap import STEPS, container
+from minimart.bootstrap import STEPS, Container, container
 from minimart.catalog import InvalidEvent, parse
+from minimart.observability import tracing
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,33 @@ STEP_SECONDS = Histogram(
 
 
 def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
+    c = container()  # sets tracing up on first use
+    attributes = cloud_event.get_attributes()
+    parent = tracing.extract(flask.request.headers, attributes)  # transport, then extension
+    event_type = str(attributes.get("type", ""))
+    with tracing.server_span(
+        f"{service} {event_type.removeprefix('com.minimart.')}",
+        parent,
+        {
+            tracing.SERVICE: service,
+            tracing.EVENT_ID: str(attributes.get("id", "")),
+            tracing.EVENT_TYPE: event_type,
+            tracing.EVENT_SOURCE: str(attributes.get("source", "")),
+            tracing.ORDER_ID: str(attributes.get("subject") or ""),
+        },
+    ) as span:
+        outcome = "error"
+        try:
+            _handle(service, cloud_event, c)
+            outcome = "ok"
+        except HTTPException:
+            outcome = "invalid"
+            raise
+        finally:
+            span.set_attribute(tracing.OUTCOME, outcome)
+
+
+def _handle(service: str, cloud_event: CloudEvent, c: Container) -> None:
     step = STEPS[service]
     started = time.perf_counter()
     try:
@@ -44,13 +73,14 @@ def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
         EVENTS_HANDLED.labels(service, "invalid", "invalid").inc()
         log.warning("rejecting event %s: %s", cloud_event.get("id"), exc)
         flask.abort(400, description=str(exc))
+    tracing.annotate({tracing.ORDER_ID: event.order_id})
     try:
-        c = container()
         emitted = step.run(event, c)
         c.publisher.publish(emitted, source=service)
     except Exception:
         EVENTS_HANDLED.labels(service, event.type.short, "error").inc()
         raise
+    tracing.annotate({"minimart.emitted": [e.type.short for e in emitted]})
     EVENTS_HANDLED.labels(service, event.type.short, "ok").inc()
     STEP_SECONDS.labels(service, event.type.short).observe(time.perf_counter() - started)
 

@@ -14,6 +14,7 @@ from prometheus_client import Counter, Histogram
 from minimart.bootstrap import Container
 from minimart.domain.orders import InvalidOrder
 from minimart.handlers.orders import IdempotencyConflict, place_order
+from minimart.observability import tracing
 
 MAX_BODY_BYTES = 64 * 1024
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -88,6 +89,7 @@ def create_order(request: flask.Request, c: Container) -> flask.Response:
         )
     except IdempotencyConflict as exc:
         return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
+    tracing.annotate({tracing.ORDER_ID: accepted.order_id, tracing.SERVICE: "order"})
     if accepted.event is not None:
         c.publish_accepted(accepted.event)
     location = f"/orders/{accepted.order_id}"

@@ -8,6 +8,7 @@ import functions_framework
 from minimart.bootstrap import container
 from minimart.entrypoints import install_operational_routes
 from minimart.ingress import HTTP_REQUESTS, HTTP_SECONDS, route
+from minimart.observability import tracing
 
 SERVICE = "order"
 install_operational_routes(flask.current_app, SERVICE)
@@ -16,7 +17,15 @@ install_operational_routes(flask.current_app, SERVICE)
 @functions_framework.http
 def handle(request: flask.Request) -> flask.Response:
     started = time.perf_counter()
-    name, response = route(request, container())
+    c = container()  # sets tracing up on first use
+    parent = tracing.extract(request.headers)
+    with tracing.server_span(
+        f"{request.method} order", parent, {"http.request.method": request.method}
+    ) as span:
+        name, response = route(request, c)
+        span.update_name(f"{request.method} {name}")
+        span.set_attribute("http.route", name)
+        span.set_attribute("http.response.status_code", response.status_code)
     HTTP_REQUESTS.labels(request.method, name, str(response.status_code)).inc()
     HTTP_SECONDS.labels(request.method, name).observe(time.perf_counter() - started)
     return response

@@ -317,13 +317,13 @@ class PostgresOrders(_PostgresUnitOfWork):
 
     def lock_order(self, order_id: str) -> OrderRecord | None:
         row = self.execute(
-            "SELECT id::text, customer_id, status, total_cents, reason FROM orders"
+            "SELECT id::text, customer_id, status, total_cents, reason, created_at FROM orders"
             " WHERE id = %s FOR UPDATE",
             (order_id,),
         ).fetchone()
         if row is None:
             return None
-        return OrderRecord(row[0], row[1], OrderStatus(row[2]), row[3], row[4])
+        return OrderRecord(row[0], row[1], OrderStatus(row[2]), row[3], row[4], row[5])
 
     def set_status(self, order_id: str, status: OrderStatus, reason: str | None) -> None:
         self.execute(

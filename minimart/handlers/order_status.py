@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from minimart.catalog import Event, EventType, next_event
@@ -26,11 +28,18 @@ def _detail(event: Event) -> dict[str, Any]:
     return {key: event.data[key] for key in keep if key in event.data}
 
 
+# Told once when an order reaches a final state: (status, reason, when the order was accepted).
+OnFinal = Callable[[OrderStatus, str | None, datetime | None], None]
+
+
 class UnknownOrder(LookupError):
     """An event names an order this service never accepted (retried, then dead-lettered)."""
 
 
-def track(event: Event, uow: OrderUnitOfWork) -> list[Event]:
+def track(event: Event, uow: OrderUnitOfWork, on_final: OnFinal | None = None) -> list[Event]:
+    """Record ``event`` on its order; ``on_final`` hears of the order's closing once, after
+    the commit (a replayed event does not tell it again)."""
+    final: tuple[OrderStatus, str | None, datetime | None] | None = None
     with uow:
         done = uow.outcome_of(event.id)
         if done is not None:
@@ -45,6 +54,8 @@ def track(event: Event, uow: OrderUnitOfWork) -> list[Event]:
         if status != order.status:
             reason = event.data.get("reason") if status == OrderStatus.CANCELLED else None
             uow.set_status(event.order_id, status, reason)
+            if status.final:
+                final = (status, reason, order.created_at)
             if status == OrderStatus.CONFIRMED:
                 emitted.append(
                     next_event(
@@ -71,4 +82,6 @@ def track(event: Event, uow: OrderUnitOfWork) -> list[Event]:
                 )
         uow.record_outcome(event.id, emitted)
         uow.commit()
+    if final is not None and on_final is not None:
+        on_final(*final)
     return emitted

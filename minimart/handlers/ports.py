@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -91,6 +92,7 @@ class OrderRecord:
     status: OrderStatus
     total_cents: int
     reason: str | None = None
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)

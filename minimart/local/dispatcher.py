@@ -37,6 +37,8 @@ from prometheus_client import Gauge, start_http_server
 
 from minimart.local.delivery import Deliverer, KafkaDeadLetterSink, Record
 from minimart.local.manifests import KafkaSourceSpec, load_topology
+from minimart.local.traced_delivery import TracedDeliverer
+from minimart.observability import tracing
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -155,7 +157,7 @@ class KafkaSourceDispatcher:
         self._dead_letters = (
             KafkaDeadLetterSink(self._new_producer) if spec.delivery.dead_letter_topic else None
         )
-        self._deliverer = Deliverer(spec, sink_url, self._dead_letters)
+        self._deliverer = TracedDeliverer(spec, sink_url, self._dead_letters)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -368,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = Settings.from_env()
+    tracing.configure(settings, instrument=())  # its Kafka spans are made by TracedDeliverer
     spec = load_topology(PROJECT_ROOT).source(args.source)
     dispatcher = KafkaSourceDispatcher(spec, args.sink_url, settings)
 
@@ -379,7 +382,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, addr=settings.host)
-    dispatcher.run()
+    try:
+        dispatcher.run()
+    finally:
+        tracing.flush()
 
 
 if __name__ == "__main__":

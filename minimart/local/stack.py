@@ -104,6 +104,7 @@ def _env(settings: Settings, service: str) -> dict[str, str]:
         {
             **{k: v for k, v in settings.to_env().items() if v},
             "MINIMART_SERVICE_NAME": service,
+            "MINIMART_TRACE_FILE": str(settings.state_dir / "traces" / f"{service}.jsonl"),
             "PYTHONPATH": str(PROJECT_ROOT),
             "PYTHONUNBUFFERED": "1",
         },

@@ -1,0 +1,186 @@
+"""On the running local stack: one trace per order across every hop; metrics in Prometheus."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from typing import Any
+
+import pytest
+import requests
+from kafka import KafkaProducer
+
+from minimart.catalog import Event, EventType, build
+from minimart.local.client import OrderClient
+from minimart.observability import tracing
+from minimart.observability.trace_view import (
+    SpanRecord,
+    load_order_traces,
+    read_spans,
+    span_files,
+    trace_dir,
+)
+from minimart.settings import Settings
+from tests.stack import eventually, new_sku
+
+pytestmark = pytest.mark.e2e
+
+US = {
+    "name": "Ada",
+    "line1": "1 Loop Rd",
+    "city": "Springfield",
+    "postalCode": "12345",
+    "country": "US",
+}
+SAGA_FUNCTIONS = {"order", "inventory", "payment", "shipping", "order-status", "notification"}
+
+
+def place(client: OrderClient, customer: int, sku: str) -> str:
+    response = client.place(customer, [{"sku": sku, "quantity": 1}], US)
+    assert response.status_code == 202, response.text
+    return str(response.json()["orderId"])
+
+
+def ingress_trace(settings: Settings, order_id: str, services: set[str]) -> list[SpanRecord]:
+    """The trace started by the order's POST /orders, once it holds spans of ``services``
+    and every parent of its spans has been written."""
+
+    def check() -> list[SpanRecord] | None:
+        for spans in load_order_traces(settings.state_dir, order_id).values():
+            if any(s.name == "POST /orders" and not s.parent_id for s in spans):
+                handled = {s.attributes.get(tracing.SERVICE) for s in spans if s.kind == "SERVER"}
+                ids = {s.span_id for s in spans}
+                complete = all(not s.parent_id or s.parent_id in ids for s in spans)
+                if services <= handled and complete:  # parents are written after children
+                    return spans
+        return None
+
+    return eventually(check, timeout=30, what=f"trace of {order_id} covering {sorted(services)}")
+
+
+def assert_well_parented(spans: list[SpanRecord]) -> None:
+    ids = {s.span_id for s in spans}
+    assert len({s.trace_id for s in spans}) == 1
+    roots = [s for s in spans if not s.parent_id]
+    assert [r.name for r in roots] == ["POST /orders"]
+    orphans = [s.name for s in spans if s.parent_id and s.parent_id not in ids]
+    assert not orphans, f"spans whose parent is not in the trace: {orphans}"
+
+
+def server_spans(spans: list[SpanRecord], service: str) -> list[SpanRecord]:
+    return [s for s in spans if s.kind == "SERVER" and s.attributes.get(tracing.SERVICE) == service]
+
+
+def test_a_confirmed_order_is_one_trace_across_every_function(
+    running_stack: Settings, client: OrderClient
+) -> None:
+    order_id = place(client, 7, new_sku(running_stack, stock=5))
+    assert client.wait_final(order_id)["status"] == "CONFIRMED"
+    spans = ingress_trace(running_stack, order_id, SAGA_FUNCTIONS)
+    assert_well_parented(spans)
+    by_id = {s.span_id: s for s in spans}
+    for span in spans:
+        if span.kind == "SERVER" and span.name != "POST /orders":
+            # function <- dispatcher attempt <- dispatcher consumer <- Kafka producer
+            attempt = by_id[span.parent_id]
+            assert attempt.kind == "CLIENT" and attempt.attributes["minimart.delivery.attempt"] >= 1
+            consumer = by_id[attempt.parent_id]
+            assert consumer.kind == "CONSUMER"
+            assert by_id[consumer.parent_id].kind == "PRODUCER"
+            assert span.attributes[tracing.ORDER_ID] == order_id
+            assert span.attributes[tracing.EVENT_TYPE].startswith("com.minimart.")
+            assert span.attributes[tracing.EVENT_ID]
+            assert span.attributes[tracing.OUTCOME] == "ok"
+    assert any(s.kind == "CLIENT" and s.attributes.get("db.system") for s in spans), "no DB spans"
+
+
+def test_a_compensation_is_in_its_orders_trace(
+    running_stack: Settings, client: OrderClient
+) -> None:
+    order_id = place(client, 402, new_sku(running_stack, stock=5))  # credit limit 0: declined
+    assert client.wait_final(order_id)["status"] == "CANCELLED"
+    spans = ingress_trace(
+        running_stack, order_id, {"order", "inventory", "payment", "order-status"}
+    )
+    assert_well_parented(spans)
+    inventory = {s.attributes[tracing.EVENT_TYPE] for s in server_spans(spans, "inventory")}
+    assert EventType.PAYMENT_DECLINED.value in inventory  # the compensation: stock released
+    status = {s.attributes[tracing.EVENT_TYPE] for s in server_spans(spans, "order-status")}
+    assert EventType.INVENTORY_RELEASED.value in status
+
+
+def test_a_retried_delivery_and_its_dead_letter_are_in_the_trace(running_stack: Settings) -> None:
+    """An event for an order that does not exist: order-status answers 500, the dispatcher
+    retries (a span per attempt), then dead-letters it (a producer span)."""
+    order_id = str(uuid.uuid4())
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    event = Event(
+        EventType.NOTIFICATION_SENT,
+        str(uuid.uuid4()),
+        order_id,
+        {"orderId": order_id, "template": "OrderConfirmed", "streamId": "0-1"},
+    )
+    cloud_event = build(event, "test")
+    headers = [(f"ce_{k}", str(v).encode()) for k, v in cloud_event.get_attributes().items()
+               if k != "datacontenttype"]  # fmt: skip
+    headers += [("content-type", b"application/json"),
+                ("traceparent", f"00-{trace_id}-{parent_id}-01".encode())]  # fmt: skip
+    producer = KafkaProducer(bootstrap_servers=running_stack.kafka_bootstrap, acks="all")
+    try:
+        value = json.dumps(event.data).encode()
+        sent = producer.send(event.type.topic, key=order_id.encode(), value=value, headers=headers)
+        sent.get(timeout=15)
+    finally:
+        producer.close(timeout=5)
+
+    def trace_spans() -> list[SpanRecord]:
+        files = span_files(trace_dir(running_stack.state_dir))
+        return [s for s in read_spans(files) if s.trace_id == trace_id]
+
+    def dead_lettered() -> list[SpanRecord] | None:
+        spans = trace_spans()
+        return spans if any(s.name.endswith("deadletter publish") for s in spans) else None
+
+    spans = eventually(dead_lettered, timeout=45, what="the dead-letter span")
+    attempts = [
+        s for s in spans if s.kind == "CLIENT" and "minimart.delivery.attempt" in s.attributes
+    ]
+    assert len(attempts) >= 2
+    assert sorted(a.attributes["minimart.delivery.attempt"] for a in attempts) == list(
+        range(1, len(attempts) + 1)
+    )
+    assert all(a.attributes["http.response.status_code"] == 500 for a in attempts)
+    failed = [s for s in spans if s.kind == "SERVER"]
+    assert {s.parent_id for s in failed} <= {a.span_id for a in attempts}
+    assert all(s.attributes[tracing.OUTCOME] == "error" for s in failed)
+    (consumer,) = [s for s in spans if s.kind == "CONSUMER"]
+    assert consumer.parent_id == parent_id
+    assert consumer.attributes[tracing.OUTCOME] == "dead_lettered"
+
+
+def query(prometheus: str, promql: str) -> list[dict[str, Any]]:
+    response = requests.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=10)
+    response.raise_for_status()
+    return list(response.json()["data"]["result"])
+
+
+def test_metrics_of_a_completed_order_are_in_prometheus(
+    running_stack: Settings, client: OrderClient, prometheus: str
+) -> None:
+    order_id = place(client, 7, new_sku(running_stack, stock=5))
+    assert client.wait_final(order_id)["status"] == "CONFIRMED"
+    handled = 'minimart_events_handled_total{service="order-status",outcome="ok"}'
+    assert eventually(lambda: query(prometheus, handled), timeout=30, what=handled)
+    confirmed = 'minimart_saga_outcomes_total{status="CONFIRMED"}'
+    assert eventually(lambda: query(prometheus, confirmed), timeout=30, what=confirmed)
+    latency = "minimart_order_end_to_end_seconds_count"
+    assert eventually(lambda: query(prometheus, latency), timeout=30, what=latency)
+    up = eventually(
+        lambda: [
+            r for r in query(prometheus, "up == 1") if r["metric"]["job"].startswith("minimart")
+        ],
+        timeout=30,
+        what="scrape targets up",
+    )
+    assert {r["metric"]["function"] for r in up} >= SAGA_FUNCTIONS
