@@ -1,0 +1,158 @@
+"""CloudEvents replay: recorded saga runs replayed to Kafka and over HTTP change nothing; dead
+letters are listed with their reasons and re-driven after a fix.
+
+The fixtures under tests/fixtures/replay are real runs recorded with
+`python -m minimart.local record FILE --order-id ID`. Their order id is moved to a fresh one
+(``replay.rebase``: event ids are deterministic, so the rebased run is exactly what the live
+functions emit for that order) and their SKUs to fresh test SKUs with the same prices. The
+order row is seeded as the ingress would have stored it (with its outbox row marked published:
+only the replay drives the saga), because order-status refuses events of unknown orders.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from minimart.bootstrap import Container
+from minimart.catalog import Event, EventType
+from minimart.local import replay, stack
+from minimart.local.client import OrderClient
+from minimart.local.inspect import order_effects
+from minimart.settings import Settings
+from tests.reliability.saga import assert_books
+from tests.stack import eventually, new_sku, stock_of
+
+pytestmark = pytest.mark.e2e
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "replay"
+
+
+def rebased_fixture(
+    settings: Settings, name: str
+) -> tuple[str, list[str], list[replay.RecordedEvent]]:
+    records = replay.load(FIXTURES / f"{name}.jsonl")
+    created = json.loads(records[0].value or b"{}")
+    skus = {item["sku"]: new_sku(settings, stock=10, price_cents=item["unitPriceCents"])
+            for item in created["items"]}  # fmt: skip
+    order_id = str(uuid.uuid4())
+    return order_id, list(skus.values()), replay.rebase(records, order_id, skus)
+
+
+def seed_order(settings: Settings, created: replay.RecordedEvent) -> None:
+    """Store the order as the ingress does (row, timeline, outbox) and mark it published."""
+    assert created.event_type == EventType.ORDER_CREATED.value
+    data = json.loads(created.value or b"{}")
+    event = Event(EventType.ORDER_CREATED, str(created.event_id), data["orderId"], data)
+    intake = Container(settings).intake
+    intake.accept(event, None, fingerprint="replayed")
+    intake.mark_published([event.id])
+
+
+def snapshot(settings: Settings, order_id: str, skus: list[str]) -> dict[str, Any]:
+    """Everything the order changed, in every store."""
+    with psycopg.connect(settings.orders_dsn, autocommit=True) as conn:
+        order = conn.execute(
+            "SELECT status, reason, version, updated_at FROM orders WHERE id = %s", (order_id,)
+        ).fetchone()
+        timeline = conn.execute(
+            "SELECT event_id, step, status FROM order_timeline WHERE order_id = %s ORDER BY 1",
+            (order_id,),
+        ).fetchall()
+    return {
+        "order": order,
+        "timeline": timeline,
+        "effects": order_effects(order_id, settings),
+        "stock": {sku: stock_of(settings, sku) for sku in skus},
+    }
+
+
+@pytest.mark.parametrize(
+    ("fixture", "status"),
+    [
+        ("saga-confirmed", "CONFIRMED"),
+        ("saga-payment-declined", "CANCELLED"),
+        ("saga-shipping-failed", "CANCELLED"),
+    ],
+)
+def test_recorded_run_replayed_to_kafka_reaches_the_same_end_and_twice_changes_nothing(
+    running_stack: Settings, client: OrderClient, fixture: str, status: str
+) -> None:
+    order_id, skus, records = rebased_fixture(running_stack, fixture)
+    seed_order(running_stack, records[0])
+    replay.replay_to_kafka(running_stack, records)  # every event, plus the functions' own
+    order = client.wait_final(order_id, timeout=60)
+    assert order["status"] == status
+    recorded_steps = {r.event_type.removeprefix("com.minimart.") for r in records}  # type: ignore[union-attr]
+    assert recorded_steps - {"order.confirmed", "order.cancelled"} <= {
+        step["step"] for step in order["timeline"]
+    }
+    assert_books(running_stack, [order_id], skus)
+    replay.wait_drained(running_stack, timeout=90)
+    before = snapshot(running_stack, order_id, skus)
+    for _ in range(2):
+        replay.replay_to_kafka(running_stack, records, rate=200)
+    replay.wait_drained(running_stack, timeout=90)
+    assert snapshot(running_stack, order_id, skus) == before
+    assert_books(running_stack, [order_id], skus)
+
+
+def test_recorded_run_replayed_over_http_straight_to_inventory(
+    running_stack: Settings, client: OrderClient
+) -> None:
+    order_id, skus, records = rebased_fixture(running_stack, "saga-payment-declined")
+    seed_order(running_stack, records[0])
+    inventory = stack.plan_stack(running_stack).function("inventory").url + "/"
+    accepts = {t.value for t in (EventType.ORDER_CREATED, EventType.PAYMENT_DECLINED,
+                                 EventType.PAYMENT_REFUNDED, EventType.ORDER_CONFIRMED)
+               }  # fmt: skip
+    mine = [r for r in records if r.event_type in accepts]
+    first = replay.replay_to_http(inventory, mine[:1])  # order.created: the saga starts
+    assert [r.status for r in first] == [200], first
+    assert client.wait_final(order_id, timeout=60)["status"] == "CANCELLED"
+    assert_books(running_stack, [order_id], skus)
+    replay.wait_drained(running_stack, timeout=90)
+    before = snapshot(running_stack, order_id, skus)
+    for _ in range(2):
+        results = replay.replay_to_http(inventory, mine, rate=100)
+        assert all(r.status == 200 for r in results), results
+    assert snapshot(running_stack, order_id, skus) == before
+
+
+def test_dead_letter_listed_with_reason_and_redriven_after_the_fix(
+    running_stack: Settings, client: OrderClient
+) -> None:
+    """An event for an order order-status does not know yet is retried, then dead-lettered;
+    once the order exists (the fix), re-driving it completes the step."""
+    order_id, _, records = rebased_fixture(running_stack, "saga-confirmed")
+    prepared = next(r for r in records if r.event_type == EventType.SHIPPING_PREPARED.value)
+    replay.replay_to_kafka(running_stack, [prepared])
+
+    def letter() -> replay.DeadLetter | None:
+        found = [d for d in replay.read_dead_letters(running_stack)
+                 if d.event_id == prepared.event_id]  # fmt: skip
+        return found[0] if found else None
+
+    dead = eventually(letter, timeout=60, what="the event dead-lettered")
+    assert dead.code == "500", dead
+    assert dead.destination.endswith(
+        f":{stack.plan_stack(running_stack).function('order-status').port}/"
+    )
+    assert dead.original_topic == EventType.SHIPPING_PREPARED.topic
+    assert dead.order_id == order_id
+    seed_order(running_stack, records[0])  # the fix: the order exists now
+    outcome = replay.redrive(running_stack, [dead])
+    assert [(o.event_id, o.topic) for o in outcome] == [(prepared.event_id, prepared.topic)]
+
+    def confirmed() -> bool:
+        order = client.get(order_id)
+        return order["status"] == "CONFIRMED" and any(
+            s["eventId"] == prepared.event_id for s in order["timeline"]
+        )
+
+    eventually(confirmed, timeout=30, what="the re-driven event handled")
