@@ -91,15 +91,19 @@ def run_open_loop(
             kind, payload = job
             headers = {"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())}
             sent_at, started = time.time(), time.perf_counter()
-            try:
-                conn.request("POST", "/orders", body=payload, headers=headers)
-                response = conn.getresponse()
-                body = response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection(base_host, port, timeout=30)
-                status, body = 0, b""
+            status, body = 0, b""
+            # A kept-alive connection the server closed meanwhile fails at once: retry on a
+            # fresh one (same Idempotency-Key, so a retry never places a second order).
+            for _ in range(2):
+                try:
+                    conn.request("POST", "/orders", body=payload, headers=headers)
+                    response = conn.getresponse()
+                    body = response.read()
+                    status = response.status
+                    break
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection(base_host, port, timeout=30)
             latency = (time.perf_counter() - started) * 1000
             order_id = json.loads(body).get("orderId") if status == 202 else None
             with lock:

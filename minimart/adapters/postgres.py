@@ -7,6 +7,7 @@ outcome back and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -180,12 +181,22 @@ class _PostgresUnitOfWork:
         self._pool = pool
         self._consumer = consumer
         self._conn: psycopg.Connection[Any] | None = None
+        self._pipeline: psycopg.Pipeline | None = None
+        self._pipeline_cm: contextlib.ExitStack | None = None
         self._committed = False
 
     def __enter__(self) -> Self:
         try:
             self._conn = self._pool.getconn()
+            # Pipeline mode: statements whose results are not read (the writes) travel with
+            # the next read or the COMMIT, so a step costs fewer round trips; a failure still
+            # surfaces before the commit succeeds.
+            self._pipeline_cm = contextlib.ExitStack()
+            self._pipeline = self._pipeline_cm.enter_context(self._conn.pipeline())
         except psycopg.Error as exc:
+            if self._conn is not None:
+                self._pool.putconn(self._conn)
+                self._conn = None
             raise StoreUnavailable(str(exc)) from exc
         self._committed = False
         return self
@@ -197,8 +208,15 @@ class _PostgresUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         conn, self._conn = self._conn, None
+        pipeline, self._pipeline = self._pipeline_cm, None
         assert conn is not None
         try:
+            if pipeline is not None:
+                try:
+                    pipeline.__exit__(exc_type, exc, tb)
+                except psycopg.Error:
+                    if exc is None:
+                        raise
             if not self._committed and not conn.closed:
                 conn.rollback()
         finally:
@@ -340,6 +358,8 @@ class PostgresOrders(_PostgresUnitOfWork):
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (order_id, event.id, event.type.short, status.value, Jsonb(dict(detail))),
         )
+        if self._pipeline is not None:
+            self._pipeline.sync()  # the row count is known once the result is back
         return bool(cursor.rowcount)
 
 
@@ -374,12 +394,10 @@ class PostgresOrderIntake:
     def accept(self, event: Event, idempotency_key: str | None, fingerprint: str) -> Accepted:
         data = event.data
         with self._pool.connection() as conn:
-            if idempotency_key is not None:
-                existing = self._existing(conn, idempotency_key, fingerprint)
-                if existing is not None:
-                    return existing
+            # Insert first, in one pipelined transaction (one round trip); a used
+            # Idempotency-Key fails the insert and the earlier order is read back below.
             try:
-                with conn.transaction():
+                with conn.pipeline(), conn.transaction():
                     conn.execute(
                         "INSERT INTO orders (id, customer_id, status, total_cents, items,"
                         " shipping_address, idempotency_key, fingerprint)"
@@ -405,8 +423,9 @@ class PostgresOrderIntake:
                         (event.id, Jsonb(events_json.dump([event])[0])),
                     )
             except psycopg.errors.UniqueViolation:
-                # A concurrent request with the same Idempotency-Key won the race.
-                assert idempotency_key is not None
+                # The Idempotency-Key was used before (or by a concurrent request).
+                if idempotency_key is None:
+                    raise
                 existing = self._existing(conn, idempotency_key, fingerprint)
                 if existing is None:
                     raise
