@@ -50,6 +50,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Sustained: every accepted order completed, the backlog did not grow over the second half of
 # the window, and the last order finished within this long after the window closed.
 DRAIN_LIMIT_S = 5.0
+# After a rate the stack did not sustain: the longest wait for its backlog to drain.
+BACKLOG_DRAIN_S = 240.0
 
 
 def pct(values: Sequence[float], q: float) -> float | None:
@@ -238,6 +240,7 @@ def run_rate(
         "cpu_s_per_order": round(cpu_s / len(done), 4) if done else None,
         "sustained": ok,
         "hops": hop_breakdown(confirmed, found, settings, before, after),
+        "_ids": ids,
     }
     log.info(
         "rate %5.0f/s: e2e p50 %s p95 %s p99 %s ms | POST p50 %s p99 %s | backlog slope %.2f"
@@ -446,11 +449,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         tried.add(rate)
         entry = run_rate(settings, rate, args.seconds, args.drain, urls)
+        ids = entry.pop("_ids")
         rates[str(int(rate))] = entry
         if entry["sustained"]:
             best = rate if best is None else max(best, rate)
         else:
             failed = rate if failed is None else min(failed, rate)
+            # Higher rates would only pile up more: stop there, and let the backlog drain
+            # so that it does not pollute what is measured next.
+            queue_ = [r for r in queue_ if r < rate]
+            load.wait_complete(settings, ids, BACKLOG_DRAIN_S)
         time.sleep(2)
         if queue_ or args.no_search:
             continue
@@ -490,6 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_s_per_order": target["cpu_s_per_order"],
         "floor_ms": {"p50": floor_p50, "by_rate": floor},
         "floor_ratio_p50": round(saga_p50 / floor_p50, 2) if saga_p50 and floor_p50 else None,
+        "floor_ratio_p50_by_rate": {
+            r: round(rates[r]["e2e_ms"]["p50"] / f["p50"], 2)
+            for r, f in floor.items()
+            if r in rates and rates[r]["e2e_ms"]["p50"] and f.get("p50")
+        },
         "hops_at_target_rate": target["hops"],
         "targets": TARGETS,
         "rates": rates,
