@@ -46,7 +46,8 @@ def draw(results: dict[str, Any], path: Path) -> None:
                 label=f"{r}/s{'' if entry['sustained'] else ' (not sustained)'}")  # fmt: skip
     ax.set_xlabel("seconds into the window")
     ax.set_ylabel("orders in flight (accepted - completed)")
-    ax.set_title(f"Backlog — sustained: {results['sustained_orders_per_s']} orders/s")
+    best = results["sustained_orders_per_s"] or "none of these"
+    ax.set_title(f"Backlog — sustained: {best} orders/s")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
 
