@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create the kind cluster "minimart", install Knative Serving + Kourier, Knative Eventing and
 # the Kafka source/sink (eventing-kafka-broker) at pinned versions, point the order function
-# at http://localhost:8080, then build and deploy minimart with skaffold.
+# at http://localhost:8080, apply the observability stack (k8s/observability: collector,
+# Jaeger, Prometheus, Grafana), then build and deploy minimart with skaffold.
 # Needs: docker (running), kind, kubectl, skaffold. Re-running it is safe (everything is
 # applied idempotently; an existing cluster is reused). See docs/deploy.md.
 set -euo pipefail
@@ -75,9 +76,24 @@ k apply -f "$KAFKA/eventing-kafka-source.yaml"
 k apply -f "$KAFKA/eventing-kafka-sink.yaml"
 wait_deployments knative-eventing
 
+# Its own kustomization and namespace (not in skaffold's `k8s`, whose namespace is minimart).
+# Applied first so the collector is there for the functions' first spans
+# (OTEL_EXPORTER_OTLP_ENDPOINT in k8s/config/minimart-config.yaml).
+log "observability: OpenTelemetry collector, Jaeger, Prometheus, Grafana (k8s/observability)"
+k apply -k k8s/observability
+
 log "building and deploying minimart (skaffold run -p local-kind)"
 kubectl config use-context "$CONTEXT" >/dev/null
 skaffold run -p local-kind --default-repo=kind.local --kube-context "$CONTEXT"
 
+wait_deployments observability
+
 log "minimart is up: http://localhost:8080/orders"
 k get ksvc --namespace minimart
+cat <<'EOF'
+
+Grafana, Jaeger and Prometheus (docs/deploy.md), each in a terminal of its own:
+  kubectl -n observability port-forward --address 127.0.0.1 svc/grafana 3000:3000       # http://127.0.0.1:3000
+  kubectl -n observability port-forward --address 127.0.0.1 svc/jaeger 16686:16686      # http://127.0.0.1:16686
+  kubectl -n observability port-forward --address 127.0.0.1 svc/prometheus 9090:9090    # http://127.0.0.1:9090
+EOF

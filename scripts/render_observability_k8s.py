@@ -106,6 +106,8 @@ def deployment(
     ]
     pod_spec: dict[str, Any] = {
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "fsGroup": 65534},
+        # Only a pod with a ServiceAccount of its own (Prometheus' discovery) gets an API token.
+        "automountServiceAccountToken": service_account is not None,
         "containers": [container],
         "volumes": volumes,
     }
@@ -269,12 +271,15 @@ def main() -> None:
                     ),
                     ("dashboards", "grafana-dashboards", "/var/lib/grafana/dashboards/minimart"),
                     ("data", "", "/var/lib/grafana"),
+                    ("tmp", "", "/tmp"),  # noqa: S108 (an emptyDir in the pod)
                 ],
                 env=[
                     {
                         "name": "PROMETHEUS_URL",
                         "value": "http://prometheus.observability.svc.cluster.local:9090",
-                    }
+                    },
+                    # The root filesystem is read-only: log to stdout, not /var/log/grafana.
+                    {"name": "GF_LOG_MODE", "value": "console"},
                 ],
             ),
             service("grafana", {"web": 3000}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +23,33 @@ def manifests() -> list[kube.Manifest]:
 
 
 @pytest.fixture(scope="session")
-def build() -> kube.Build:
-    return kube.kustomize_build()
+def builds() -> dict[Path, kube.Build]:
+    """The build of every kustomization root a deploy applies (k8s/, k8s/observability/)."""
+    return kube.kustomize_builds()
+
+
+@pytest.fixture(scope="session")
+def build(builds: dict[Path, kube.Build]) -> kube.Build:
+    return builds[kube.KUSTOMIZE_ROOT]
 
 
 @pytest.fixture(scope="session")
 def rendered(build: kube.Build) -> list[dict[str, Any]]:
-    """The documents a deploy applies (the kustomize build of k8s/, which includes eventing/)."""
+    """minimart's documents (the kustomize build of k8s/, which includes eventing/)."""
     return build.documents
+
+
+@pytest.fixture(scope="session")
+def all_rendered(builds: dict[Path, kube.Build]) -> list[dict[str, Any]]:
+    """Every document a deploy applies: the builds of all kustomization roots."""
+    return [doc for b in builds.values() for doc in b.documents]
+
+
+@pytest.fixture(
+    scope="session",
+    params=list(kube.KUSTOMIZE_ROOTS),
+    ids=[kube.root_name(r) for r in kube.KUSTOMIZE_ROOTS],
+)
+def each_build(request: pytest.FixtureRequest, builds: dict[Path, kube.Build]) -> kube.Build:
+    """One kustomization root's build (a check that holds for every root runs once per root)."""
+    return builds[request.param]

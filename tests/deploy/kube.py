@@ -29,6 +29,14 @@ KUBERNETES_VERSION = "1.32"
 MANIFEST_FOLDERS = ("k8s", "eventing")
 TOP_LEVEL_FILES = ("skaffold.yaml", "kind-config.yaml")
 KUSTOMIZE_ROOT = PROJECT_ROOT / "k8s"
+OBSERVABILITY_ROOT = KUSTOMIZE_ROOT / "observability"
+# Every kustomization a deploy applies (scripts/kind-up.sh), and the namespace of its resources.
+# k8s/observability is a root of its own (`kubectl apply -k k8s/observability`): it is not
+# listed under k8s/kustomization.yaml, whose `namespace: minimart` would move it.
+KUSTOMIZE_ROOTS: Mapping[Path, str] = {
+    KUSTOMIZE_ROOT: "minimart",
+    OBSERVABILITY_ROOT: "observability",
+}
 # Schemas of config files (not Kubernetes resources): no ObjectMeta to add.
 CONFIG_FILE_GROUPS = frozenset({"skaffold", "kind.x-k8s.io"})
 
@@ -248,6 +256,17 @@ class Build:
 
     documents: list[dict[str, Any]]
     files: set[Path]
+    root: Path = PROJECT_ROOT
+
+    @property
+    def name(self) -> str:
+        """The root folder relative to the repo (``k8s``, ``k8s/observability``)."""
+        return root_name(self.root)
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of the root's namespaced resources (KUSTOMIZE_ROOTS)."""
+        return KUSTOMIZE_ROOTS[self.root]
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -294,7 +313,7 @@ def kustomize_build(folder: Path = KUSTOMIZE_ROOT) -> Build:
         raise ManifestInvalid(f"{folder}: no kustomization.yaml")
     (kustomization,) = (m.doc for m in load_file(path))
     validate(kustomization)
-    build = Build([], {path.resolve()})
+    build = Build([], {path.resolve()}, folder)
     for entry in kustomization["resources"]:
         target = (folder / entry).resolve()
         if target.is_dir():
@@ -324,6 +343,15 @@ def kustomize_build(folder: Path = KUSTOMIZE_ROOT) -> Build:
             raise ManifestInvalid(f"{path}: {ident} is defined twice")
         seen.add(ident)
     return build
+
+
+def kustomize_builds() -> dict[Path, Build]:
+    """The build of every root of KUSTOMIZE_ROOTS."""
+    return {root: kustomize_build(root) for root in KUSTOMIZE_ROOTS}
+
+
+def root_name(root: Path) -> str:
+    return str(root.relative_to(PROJECT_ROOT))
 
 
 def resource_id(doc: Mapping[str, Any]) -> tuple[str, str, str, str]:

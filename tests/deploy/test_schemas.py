@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -35,6 +36,13 @@ def _rename(path: str, old: str, new: str) -> Mutation:
     return mutate
 
 
+def _move(path: str, key: str, to: str) -> Mutation:
+    def mutate(doc: dict[str, Any]) -> None:
+        kube.get_path(doc, to)[key] = kube.get_path(doc, path).pop(key)
+
+    return mutate
+
+
 # For each (API group, kind) the repo uses, realistic mistakes the validation must catch: a
 # typo'd field (strictness), a value of the wrong type, a misplaced block.
 BROKEN: dict[tuple[str, str], list[tuple[str, Mutation]]] = {
@@ -53,6 +61,27 @@ BROKEN: dict[tuple[str, str], list[tuple[str, Mutation]]] = {
     ("", "Service"): [
         ("port as a string", _set("spec.ports.0.port", "9092/tcp")),
         ("typo selector -> selectors", _rename("spec", "selector", "selectors")),
+    ],
+    ("", "ServiceAccount"): [
+        (
+            "automountServiceAccountToken as a string",
+            _add("", "automountServiceAccountToken", "no"),
+        ),
+        ("typo secrets -> secret", _add("", "secret", [{"name": "prometheus-token"}])),
+    ],
+    ("apps", "Deployment"): [
+        ("typo matchLabels -> matchlabels", _rename("spec.selector", "matchLabels", "matchlabels")),
+        ("containerPort as a string", _set(f"{_CONTAINER}.ports.0.containerPort", "4318/tcp")),
+        ("volumes on the Deployment, not the pod", _move("spec.template.spec", "volumes", "spec")),
+    ],
+    ("rbac.authorization.k8s.io", "ClusterRole"): [
+        ("verbs as one string", _set("rules.0.verbs", "get,list,watch")),
+        ("typo apiGroups -> apiGroup", _rename("rules.0", "apiGroups", "apiGroup")),
+    ],
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): [
+        ("roleRef without its name", lambda d: d["roleRef"].pop("name")),
+        ("subjects as one mapping", lambda d: d.__setitem__("subjects", d["subjects"][0])),
+        ("typo subjects -> subject", _rename("", "subjects", "subject")),
     ],
     ("apps", "StatefulSet"): [
         ("typo resources -> resource", _rename(_CONTAINER, "resources", "resource")),
@@ -119,9 +148,9 @@ def test_every_repo_document_validates(manifests: list[kube.Manifest]) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_every_rendered_document_validates(rendered: list[dict[str, Any]]) -> None:
+def test_every_rendered_document_validates(each_build: kube.Build) -> None:
     failures = []
-    for doc in rendered:
+    for doc in each_build.documents:
         try:
             kube.validate(doc)
         except kube.ManifestInvalid as exc:
@@ -168,9 +197,9 @@ def test_a_kind_without_a_schema_fails(doc: dict[str, Any]) -> None:
 
 
 def test_every_kind_in_use_has_broken_copies(
-    manifests: list[kube.Manifest], rendered: list[dict[str, Any]]
+    manifests: list[kube.Manifest], all_rendered: list[dict[str, Any]]
 ) -> None:
-    used = _kinds([m.doc for m in manifests] + rendered)
+    used = _kinds([m.doc for m in manifests] + all_rendered)
     missing = used - set(BROKEN)
     assert not missing, f"add broken copies to BROKEN for {sorted(missing)}"
 
@@ -184,10 +213,10 @@ def test_a_broken_copy_fails(
     kind: tuple[str, str],
     mutation: tuple[str, Mutation],
     manifests: list[kube.Manifest],
-    rendered: list[dict[str, Any]],
+    all_rendered: list[dict[str, Any]],
 ) -> None:
     description, mutate = mutation
-    candidates = [m.doc for m in manifests] + rendered
+    candidates = [m.doc for m in manifests] + all_rendered
     originals = [d for d in candidates if (kube.group_of(d), d["kind"]) == kind]
     if not originals:
         pytest.skip(f"{kind} is not used by the repo any more")
@@ -215,21 +244,48 @@ def test_a_broken_file_fails_when_loaded_from_disk(tmp_path: Any) -> None:
         kube.validate(manifest.doc)
 
 
-def test_every_manifest_file_is_in_the_kustomize_build(build: kube.Build) -> None:
+def test_every_manifest_file_is_in_a_kustomize_build(builds: dict[Any, kube.Build]) -> None:
+    """Each file is read by exactly one root's build: none is forgotten, none applied twice."""
     expected = {
         path.resolve()
         for folder in kube.MANIFEST_FOLDERS
         for pattern in ("*.yaml", "*.yml", "*.env")
         for path in (kube.PROJECT_ROOT / folder).rglob(pattern)
     }
-    assert expected - build.files == set(), "files no kustomization lists"
-    assert build.files - expected == set(), "the build reads files outside k8s/ and eventing/"
+    read = [path for b in builds.values() for path in b.files]
+    assert expected - set(read) == set(), "files no kustomization lists"
+    assert set(read) - expected == set(), "the build reads files outside k8s/ and eventing/"
+    twice = sorted({str(path) for path in read if read.count(path) > 1})
+    assert not twice, f"files in more than one kustomization root: {twice}"
+
+
+def test_the_observability_manifests_are_those_the_generator_writes(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """k8s/observability/ is generated: an edit by hand is lost at the next render."""
+    script = kube.PROJECT_ROOT / "scripts" / "render_observability_k8s.py"
+    spec = importlib.util.spec_from_file_location("render_observability_k8s", script)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "OUT", tmp_path)
+    module.main()
+    written = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    committed = {p.name: p.read_text() for p in kube.OBSERVABILITY_ROOT.iterdir() if p.is_file()}
+    assert sorted(written) == sorted(committed)
+    for name, text in written.items():
+        assert committed[name] == text, f"{name}: run make observability-manifests"
+
+
+def test_the_roots_define_distinct_resources(builds: dict[Any, kube.Build]) -> None:
+    idents = [kube.resource_id(d) for b in builds.values() for d in b.documents]
+    assert len(idents) == len(set(idents)), "a resource defined by two roots"
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_the_in_test_build_equals_kubectl_kustomize(rendered: list[dict[str, Any]]) -> None:
+def test_the_in_test_build_equals_kubectl_kustomize(each_build: kube.Build) -> None:
     result = subprocess.run(
-        ["kubectl", "kustomize", str(kube.KUSTOMIZE_ROOT)],
+        ["kubectl", "kustomize", str(each_build.root)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -237,7 +293,7 @@ def test_the_in_test_build_equals_kubectl_kustomize(rendered: list[dict[str, Any
     )
     assert result.returncode == 0, result.stderr
     theirs = {kube.resource_id(d): _unwrapped(d) for d in yaml.safe_load_all(result.stdout) if d}
-    ours = {kube.resource_id(d): _unwrapped(d) for d in rendered}
+    ours = {kube.resource_id(d): _unwrapped(d) for d in each_build.documents}
     assert sorted(theirs) == sorted(ours)
     for ident, doc in ours.items():
         assert doc == theirs[ident], ident

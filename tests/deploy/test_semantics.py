@@ -22,6 +22,16 @@ PRODUCES = "minimart.dev/produces"
 FUNCTION = "minimart.dev/function"
 HOST = "minimart.dev/host"
 VISIBILITY = "networking.knative.dev/visibility"
+RBAC = "rbac.authorization.k8s.io"
+BINDINGS = ((RBAC, "RoleBinding"), (RBAC, "ClusterRoleBinding"))
+# The Service (name, namespace) the functions send their spans to.
+OTEL_COLLECTOR = ("otel-collector", "observability")
+# The pod annotations observability/prometheus-k8s.yml relabels with, and the functions' values.
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": "8080",
+    "prometheus.io/path": "/metrics",
+}
 
 # Which function emits which events (the saga's design; topics come from the catalog).
 EMITS: Mapping[str, frozenset[EventType]] = {
@@ -91,7 +101,8 @@ def _functions() -> dict[str, str]:
 # --- names and references -------------------------------------------------------------------
 
 
-def test_names_are_dns_1123(rendered: list[dict[str, Any]]) -> None:
+def test_names_are_dns_1123(each_build: kube.Build) -> None:
+    rendered = each_build.documents
     bad = []
     for doc in rendered:
         name = doc["metadata"]["name"]
@@ -99,7 +110,7 @@ def test_names_are_dns_1123(rendered: list[dict[str, Any]]) -> None:
         pattern = DNS1035_LABEL if is_service else DNS1123_SUBDOMAIN
         if not pattern.match(name) or len(name) > (63 if is_service else 253):
             bad.append(f"{doc['kind']} name {name!r}")
-        namespace = doc["metadata"].get("namespace", "minimart")
+        namespace = doc["metadata"].get("namespace", each_build.namespace)
         if not DNS1123_LABEL.match(namespace):
             bad.append(f"{_where(doc)}: namespace {namespace!r}")
         for spec in kube.pod_specs(doc):
@@ -119,13 +130,19 @@ def test_names_are_dns_1123(rendered: list[dict[str, Any]]) -> None:
     assert not bad, bad
 
 
-def test_everything_is_in_the_minimart_namespace(rendered: list[dict[str, Any]]) -> None:
-    namespaces = {d["metadata"].get("namespace") for d in rendered if d["kind"] != "Namespace"}
-    assert namespaces == {"minimart"}
-    assert [d["metadata"]["name"] for d in kube.of_kind(rendered, "", "Namespace")] == ["minimart"]
+def test_everything_is_in_the_namespace_of_its_root(each_build: kube.Build) -> None:
+    """minimart's resources in `minimart`, the observability stack's in `observability`."""
+    rendered, namespace = each_build.documents, each_build.namespace
+    namespaced = [d for d in rendered if d["kind"] not in kube.CLUSTER_SCOPED_KINDS]
+    assert {d["metadata"].get("namespace") for d in namespaced} == {namespace}
+    for doc in rendered:
+        if doc["kind"] in kube.CLUSTER_SCOPED_KINDS:
+            assert "namespace" not in doc["metadata"], _where(doc)
+    assert [d["metadata"]["name"] for d in kube.of_kind(rendered, "", "Namespace")] == [namespace]
 
 
-def test_selectors_match_template_labels(rendered: list[dict[str, Any]]) -> None:
+def test_selectors_match_template_labels(each_build: kube.Build) -> None:
+    rendered = each_build.documents
     templates = {}
     for doc in rendered:
         if (kube.group_of(doc), doc["kind"]) in {("apps", "StatefulSet"), ("apps", "Deployment")}:
@@ -160,7 +177,8 @@ def test_selectors_match_template_labels(rendered: list[dict[str, Any]]) -> None
         assert governing["spec"].get("clusterIP") == "None", f"{name}: headless Service expected"
 
 
-def test_volumes_configmaps_and_secrets_resolve(rendered: list[dict[str, Any]]) -> None:
+def test_volumes_configmaps_and_secrets_resolve(each_build: kube.Build) -> None:
+    rendered = each_build.documents
     configmaps = _by_name(rendered, "", "ConfigMap")
     secrets = _by_name(rendered, "", "Secret")
     data = {
@@ -216,7 +234,7 @@ def test_sinks_and_dead_letter_sinks_name_resources_of_the_repo(
 
 
 def test_kafka_addresses_resolve_to_the_kafka_service(rendered: list[dict[str, Any]]) -> None:
-    services = _by_name(rendered, "", "Service")
+    services = _services(rendered)
     addresses = [
         *(
             a
@@ -231,14 +249,27 @@ def test_kafka_addresses_resolve_to_the_kafka_service(rendered: list[dict[str, A
         _assert_resolves(services, f"kafka://{address}")
 
 
-def _assert_resolves(services: Mapping[str, Any], url: str) -> None:
+def _services(rendered: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The Services of the documents by (namespace, name)."""
+    return {
+        (d["metadata"]["namespace"], d["metadata"]["name"]): d
+        for d in kube.of_kind(rendered, "", "Service")
+    }
+
+
+def _assert_resolves(
+    services: Mapping[tuple[str, str], Any], url: str, namespace: str = "minimart"
+) -> dict[str, Any]:
+    """The port of the Service the URL names (``namespace``: the one of the caller)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port
     match = re.match(r"^([a-z0-9-]+)(?:\.([a-z0-9-]+)(?:\.svc(?:\.cluster\.local)?)?)?$", host)
     assert match, f"{url}: not a cluster Service address"
-    name, namespace = match.group(1), match.group(2) or "minimart"
-    assert namespace == "minimart" and name in services, f"{url}: no Service {name}"
-    assert port in {p["port"] for p in services[name]["spec"]["ports"]}, f"{url}: port {port}"
+    ident = (match.group(2) or namespace, match.group(1))
+    assert ident in services, f"{url}: no Service {ident[1]} in namespace {ident[0]}"
+    ports = {p["port"]: p for p in services[ident]["spec"]["ports"]}
+    assert port in ports, f"{url}: the Service has no port {port}"
+    return ports[port]
 
 
 # --- topics ---------------------------------------------------------------------------------
@@ -290,6 +321,11 @@ def test_only_the_order_service_is_public(rendered: list[dict[str, Any]]) -> Non
     assert INGRESS in ksvcs and VISIBILITY not in ksvcs[INGRESS]["metadata"].get("labels", {})
     hosts = {n for n, k in ksvcs.items() if HOST in k["metadata"].get("annotations", {})}
     assert hosts == {INGRESS}
+
+
+def test_nothing_else_is_exposed_outside_the_cluster(each_build: kube.Build) -> None:
+    """No NodePort/LoadBalancer, ingress, host network or host port (port-forward instead)."""
+    rendered = each_build.documents
     for service in kube.of_kind(rendered, "", "Service"):
         assert service["spec"].get("type", "ClusterIP") == "ClusterIP", _where(service)
     for doc in rendered:
@@ -337,13 +373,15 @@ def test_the_dockerfile_runs_the_function_as_a_non_root_user() -> None:
     assert "--host 0.0.0.0" in command
 
 
-def test_configuration_is_what_settings_reads(rendered: list[dict[str, Any]]) -> None:
+def test_configuration_is_what_settings_reads(
+    rendered: list[dict[str, Any]], all_rendered: list[dict[str, Any]]
+) -> None:
     config = _by_name(rendered, "", "ConfigMap")["minimart-config"]["data"]
     secret = {
         k: base64.b64decode(v).decode()
         for k, v in _by_name(rendered, "", "Secret")["minimart-secrets"]["data"].items()
     }
-    services = _by_name(rendered, "", "Service")
+    services = _services(all_rendered)
     for name, ksvc in _ksvcs(rendered).items():
         (container,) = ksvc["spec"]["template"]["spec"]["containers"]
         env: dict[str, str] = {}
@@ -375,9 +413,104 @@ def test_configuration_is_what_settings_reads(rendered: list[dict[str, Any]]) ->
         ):
             if key in env:
                 _assert_resolves(services, dsn)
+        # Spans go to the collector of k8s/observability over OTLP/HTTP (tracing.py adds
+        # /v1/traces to the endpoint).
+        endpoint = urlsplit(settings.otlp_endpoint)
+        assert endpoint.scheme == "http" and endpoint.path in {"", "/"}, f"{name}: {endpoint}"
+        assert (endpoint.hostname or "").split(".")[:2] == list(OTEL_COLLECTOR), name
+        port = _assert_resolves(services, settings.otlp_endpoint)
+        assert port["name"] == "otlp-http", f"{name}: {settings.otlp_endpoint} is not OTLP/HTTP"
         _assert_builds_only_what_it_is_given(name, env)
-    for key in ("MINIMART_KAFKA_BOOTSTRAP", "MINIMART_MONGO_URL", "MINIMART_REDIS_URL"):
+    for key in (
+        "MINIMART_KAFKA_BOOTSTRAP",
+        "MINIMART_MONGO_URL",
+        "MINIMART_REDIS_URL",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ):
         assert key in config, f"minimart-config has no {key}"
+
+
+def _relabel(rules: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, str] | None:
+    """Prometheus' relabelling (the keep/replace actions) of one target; None: dropped."""
+    labels = dict(labels)
+    for rule in rules:
+        value = rule.get("separator", ";").join(labels.get(s, "") for s in rule["source_labels"])
+        match = re.fullmatch(rule.get("regex", "(.*)"), value)
+        action = rule.get("action", "replace")
+        if action == "keep":
+            if not match:
+                return None
+        elif action == "replace":
+            if match:
+                template = re.sub(r"\$(\d+)", r"\\g<\1>", rule.get("replacement", "$1"))
+                labels[rule["target_label"]] = match.expand(template)
+        else:
+            raise AssertionError(f"relabel action {action} is not simulated here")
+    return labels
+
+
+def test_the_cluster_prometheus_scrapes_every_function(rendered: list[dict[str, Any]]) -> None:
+    """The pod annotations of the functions are the ones prometheus-k8s.yml relabels with."""
+    config = yaml.safe_load((PROJECT_ROOT / "observability" / "prometheus-k8s.yml").read_text())
+    (job,) = [j for j in config["scrape_configs"] if j.get("kubernetes_sd_configs")]
+    (discovery,) = job["kubernetes_sd_configs"]
+    assert discovery["role"] == "pod" and "minimart" in discovery["namespaces"]["names"]
+    prefix = "__meta_kubernetes_pod_annotation_"
+    read = {
+        label
+        for rule in job["relabel_configs"]
+        for label in rule.get("source_labels", [])
+        if label.startswith(prefix)
+    }
+    assert read == {prefix + re.sub(r"[^A-Za-z0-9_]", "_", k) for k in SCRAPE_ANNOTATIONS}
+    for name, ksvc in _ksvcs(rendered).items():
+        annotations = ksvc["spec"]["template"]["metadata"].get("annotations", {})
+        assert SCRAPE_ANNOTATIONS.items() <= annotations.items(), f"{name}: scrape annotations"
+        (container,) = ksvc["spec"]["template"]["spec"]["containers"]
+        assert [str(p["containerPort"]) for p in container["ports"]] == [
+            SCRAPE_ANNOTATIONS["prometheus.io/port"]
+        ]
+        # A target per container port (the queue-proxy's too): each becomes the function's.
+        for address in ("10.244.0.7:8012", "10.244.0.7"):
+            target = {
+                "__address__": address,
+                "__metrics_path__": "/metrics-of-the-job",
+                **{prefix + re.sub(r"[^A-Za-z0-9_]", "_", k): v for k, v in annotations.items()},
+            }
+            scraped = _relabel(job["relabel_configs"], target)
+            assert scraped, f"{name}: dropped by the relabelling"
+            assert scraped["__address__"] == "10.244.0.7:8080", f"{name}: {scraped}"
+            assert scraped["__metrics_path__"] == "/metrics", f"{name}: {scraped}"
+        unannotated = {"__address__": "10.244.0.7:8080"}
+        assert _relabel(job["relabel_configs"], unannotated) is None
+
+
+def test_the_observability_stack_addresses_resolve(all_rendered: list[dict[str, Any]]) -> None:
+    """Collector -> Jaeger, Prometheus -> collector, Grafana -> Prometheus: Services and ports."""
+    services = _services(all_rendered)
+    observability = kube.KUSTOMIZE_ROOTS[kube.OBSERVABILITY_ROOT]
+    folder = PROJECT_ROOT / "observability"
+    collector = yaml.safe_load((folder / "otel-collector-config.yaml").read_text())
+    jaeger = collector["exporters"]["otlp/jaeger"]["endpoint"]
+    assert _assert_resolves(services, f"grpc://{jaeger}", observability)["name"] == "otlp-grpc"
+    # The collector listens (on every interface) on the ports its Service targets.
+    listens = {
+        "otlp-grpc": collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+        "otlp-http": collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+        "metrics": collector["exporters"]["prometheus"]["endpoint"],
+    }
+    for port in services[(observability, "otel-collector")]["spec"]["ports"]:
+        assert listens[port["name"]] == f"0.0.0.0:{port['targetPort']}", port
+    prometheus = yaml.safe_load((folder / "prometheus-k8s.yml").read_text())
+    for job in prometheus["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                if not target.startswith("localhost:"):
+                    _assert_resolves(services, f"http://{target}", observability)
+    grafana = _by_name(all_rendered, "apps", "Deployment")["grafana"]
+    (container,) = grafana["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    _assert_resolves(services, env["PROMETHEUS_URL"], observability)
 
 
 class _RecordingEnv(dict[str, str]):
@@ -418,7 +551,8 @@ def _assert_builds_only_what_it_is_given(name: str, env: Mapping[str, str]) -> N
     assert needed == given, f"{name}: warms up {sorted(needed)} but is given {sorted(given)}"
 
 
-def test_no_secret_value_is_written_in_plain(rendered: list[dict[str, Any]]) -> None:
+def test_no_secret_value_is_written_in_plain(each_build: kube.Build) -> None:
+    rendered = each_build.documents
     for doc in _workloads(rendered):
         for container in _containers(doc):
             for env in container.get("env", []):
@@ -432,8 +566,8 @@ def test_no_secret_value_is_written_in_plain(rendered: list[dict[str, Any]]) -> 
             assert not SECRET_LIKE.search(key), f"{_where(configmap)}: {key} belongs in a Secret"
             assert not CREDENTIALS_IN_URL.search(value), f"{_where(configmap)}: {key}"
     # The only Secret is generated from the file of local development defaults.
-    secrets = kube.of_kind(rendered, "", "Secret")
-    assert [s["metadata"]["name"] for s in secrets] == ["minimart-secrets"]
+    secrets = [s["metadata"]["name"] for s in kube.of_kind(rendered, "", "Secret")]
+    assert secrets == (["minimart-secrets"] if each_build.root == kube.KUSTOMIZE_ROOT else [])
     for path in kube.manifest_files():
         for manifest in kube.load_file(path):
             assert manifest.kind != "Secret", f"{manifest.where}: commit no Secret"
@@ -446,11 +580,37 @@ def _effective(pod: Mapping[str, Any], container: Mapping[str, Any], key: str) -
     return container.get("securityContext", {}).get(key, pod.get("securityContext", {}).get(key))
 
 
-def test_every_container_is_hardened_with_resources_and_probes(
-    rendered: list[dict[str, Any]],
-) -> None:
+# The workload kinds of each kustomization root (the check below must not pass vacuously).
+WORKLOAD_KINDS = {
+    kube.KUSTOMIZE_ROOT: {"StatefulSet", "Job", "Service"},
+    kube.OBSERVABILITY_ROOT: {"Deployment"},
+}
+
+
+def _probe_ports(container: Mapping[str, Any]) -> Iterator[tuple[str, int | str]]:
+    for key in ("readinessProbe", "livenessProbe", "startupProbe"):
+        for handler in ("httpGet", "tcpSocket", "grpc"):
+            port = container.get(key, {}).get(handler, {}).get("port")
+            if port is not None:
+                yield key, port
+
+
+def _bound_service_accounts(rendered: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(namespace, name) of the ServiceAccounts some (Cluster)RoleBinding grants a role."""
+    return {
+        (subject.get("namespace", binding["metadata"].get("namespace", "")), subject["name"])
+        for group, kind in BINDINGS
+        for binding in kube.of_kind(rendered, group, kind)
+        for subject in binding.get("subjects", [])
+        if subject["kind"] == "ServiceAccount"
+    }
+
+
+def test_every_container_is_hardened_with_resources_and_probes(each_build: kube.Build) -> None:
+    rendered = each_build.documents
     workloads = _workloads(rendered)
-    assert {d["kind"] for d in workloads} >= {"StatefulSet", "Job", "Service"}
+    assert {d["kind"] for d in workloads} >= WORKLOAD_KINDS[each_build.root]
+    bound = _bound_service_accounts(rendered)
     for doc in workloads:
         long_running = doc["kind"] != "Job"
         for pod in kube.pod_specs(doc):
@@ -462,6 +622,13 @@ def test_every_container_is_hardened_with_resources_and_probes(
                 if long_running:
                     assert "readinessProbe" in container, f"{where}: no readinessProbe"
                     assert "livenessProbe" in container, f"{where}: no livenessProbe"
+                ports = container.get("ports", [])
+                for probe, port in _probe_ports(container):
+                    known = {
+                        p.get("name") if isinstance(port, str) else p["containerPort"]
+                        for p in ports
+                    }
+                    assert port in known, f"{where}: {probe} port {port} is no container port"
                 context = container.get("securityContext", {})
                 assert context.get("allowPrivilegeEscalation") is False, where
                 assert context.get("readOnlyRootFilesystem") is True, where
@@ -476,7 +643,45 @@ def test_every_container_is_hardened_with_resources_and_probes(
                     assert re.search(r":[\w][\w.-]*$", image) and not image.endswith(":latest"), (
                         f"{where}: pin {image}"
                     )
-            assert pod.get("automountServiceAccountToken") is False, _where(doc)
+            # Only a pod whose ServiceAccount is granted a role talks to the API server; it
+            # says so explicitly. Every other pod gets no token.
+            account = (doc["metadata"]["namespace"], pod.get("serviceAccountName", "default"))
+            expected = account in bound and account[1] != "default"
+            assert pod.get("automountServiceAccountToken") is expected, (
+                f"{_where(doc)}: automountServiceAccountToken must be {expected}"
+            )
+
+
+def test_service_accounts_and_roles_resolve(each_build: kube.Build) -> None:
+    """Pods name ServiceAccounts of the build; bindings name its roles and ServiceAccounts."""
+    rendered = each_build.documents
+    accounts = {
+        (d["metadata"]["namespace"], d["metadata"]["name"])
+        for d in kube.of_kind(rendered, "", "ServiceAccount")
+    }
+    for doc in _workloads(rendered):
+        for pod in kube.pod_specs(doc):
+            if "serviceAccountName" in pod:
+                account = (doc["metadata"]["namespace"], pod["serviceAccountName"])
+                assert account in accounts, f"{_where(doc)}: no ServiceAccount {account}"
+    for group, kind in BINDINGS:
+        for binding in kube.of_kind(rendered, group, kind):
+            ref = binding["roleRef"]
+            assert ref["apiGroup"] == RBAC, _where(binding)
+            roles = _by_name(rendered, RBAC, ref["kind"])
+            assert ref["name"] in roles, f"{_where(binding)}: no {ref['kind']} {ref['name']}"
+            assert binding.get("subjects"), f"{_where(binding)}: binds no one"
+            for subject in binding["subjects"]:
+                assert subject["kind"] == "ServiceAccount", f"{_where(binding)}: {subject}"
+                account = (subject.get("namespace", ""), subject["name"])
+                assert account in accounts, f"{_where(binding)}: no ServiceAccount {account}"
+    # Roles only read (Prometheus' discovery): no write verb, no wildcard, no Secret.
+    for kind in ("Role", "ClusterRole"):
+        for role in kube.of_kind(rendered, RBAC, kind):
+            for rule in role["rules"]:
+                assert set(rule["verbs"]) <= {"get", "list", "watch"}, _where(role)
+                assert "*" not in rule.get("resources", []) + rule.get("apiGroups", []), rule
+                assert "secrets" not in rule.get("resources", []), _where(role)
 
 
 def test_data_stores_keep_their_data_on_persistent_volumes(rendered: list[dict[str, Any]]) -> None:
@@ -541,6 +746,37 @@ def test_kind_publishes_kourier_on_localhost_8080() -> None:
     assert profile["build"]["local"]["push"] is False
     assert skaffold["manifests"]["kustomize"]["paths"] == ["k8s"]
     assert f'CLUSTER_NAME="${{CLUSTER_NAME:-{cluster["name"]}}}"' in _kind_up()
+
+
+_PORT_FORWARD = re.compile(r"kubectl\b[^\n]*\bport-forward\b[^\n]*")
+_LOCAL_FORWARD = re.compile(
+    r"kubectl -n ([a-z0-9-]+) port-forward --address 127\.0\.0\.1 svc/([a-z0-9-]+) (\d+):(\d+)"
+)
+
+
+def test_kind_up_applies_the_observability_stack_and_docs_forward_it(
+    all_rendered: list[dict[str, Any]],
+) -> None:
+    script = _kind_up()
+    apply = f"k apply -k {kube.root_name(kube.OBSERVABILITY_ROOT)}\n"
+    assert apply in script, "kind-up.sh must apply the observability kustomization"
+    assert script.index(apply) < script.index("skaffold run"), "the collector before the functions"
+    assert "wait_deployments observability" in script
+    services = _services(all_rendered)
+    docs = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
+    for where, text in (("docs/deploy.md", docs), ("scripts/kind-up.sh", script)):
+        commands = _PORT_FORWARD.findall(text)
+        forwards = [_LOCAL_FORWARD.search(c) for c in commands]
+        assert all(forwards), f"{where}: a port-forward not bound to 127.0.0.1: {commands}"
+        named = {m.group(2) for m in forwards if m}
+        assert named >= {"grafana", "jaeger", "prometheus"}, f"{where}: {named}"
+        for match in forwards:
+            assert match
+            namespace, name, _, remote = match.groups()
+            service = services.get((namespace, name))
+            assert service, f"{where}: no Service {namespace}/{name}"
+            ports = {p["port"] for p in service["spec"]["ports"]}
+            assert int(remote) in ports, f"{where}: {name} has no port {remote}"
 
 
 def test_kind_up_installs_pinned_consistent_knative_releases() -> None:
