@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 
 
 def draw(results: dict[str, Any], path: Path) -> None:
-    rates = results["rates"]
+    rates = dict(sorted(results["rates"].items(), key=lambda item: float(item[0])))
     xs = [float(r) for r in rates]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     fig.suptitle(
