@@ -458,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             failed = rate if failed is None else min(failed, rate)
             # Higher rates would only pile up more: stop there, and let the backlog drain
             # so that it does not pollute what is measured next.
-            queue_ = [r for r in queue_ if r < rate]
+            if not args.no_search:
+                queue_ = [r for r in queue_ if r < rate]
             load.wait_complete(settings, ids, BACKLOG_DRAIN_S)
         time.sleep(2)
         if queue_ or args.no_search:
