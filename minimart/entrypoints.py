@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from minimart.bootstrap import STEPS, Container, container
 from minimart.catalog import InvalidEvent, parse
 from minimart.observability import tracing
+from minimart.problems import problem
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def _handle(service: str, cloud_event: CloudEvent, c: Container) -> None:
     except InvalidEvent as exc:
         EVENTS_HANDLED.labels(service, "invalid", "invalid").inc()
         log.warning("rejecting event %s: %s", cloud_event.get("id"), exc)
-        flask.abort(400, description=str(exc))
+        # The body becomes the dead letter's knativeerrordata: plain JSON, not an HTML page.
+        flask.abort(problem(400, "invalid-event", "Invalid event", str(exc)))
     tracing.annotate({tracing.ORDER_ID: event.order_id})
     try:
         emitted = step.run(event, c)

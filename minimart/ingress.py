@@ -15,10 +15,10 @@ from minimart.bootstrap import Container
 from minimart.domain.orders import InvalidOrder
 from minimart.handlers.orders import IdempotencyConflict, place_order
 from minimart.observability import tracing
+from minimart.problems import problem
 
 MAX_BODY_BYTES = 64 * 1024
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-PROBLEM_BASE = "https://minimart.dev/problems/"
 
 HTTP_REQUESTS = Counter(
     "minimart_http_requests_total", "Order API requests", ["method", "route", "status"]
@@ -29,14 +29,6 @@ HTTP_SECONDS = Histogram(
     ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-
-
-def problem(status: int, kind: str, title: str, detail: str, **extra: Any) -> flask.Response:
-    body = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail}
-    body.update(extra)
-    response = flask.Response(json.dumps(body), status=status)
-    response.headers["Content-Type"] = "application/problem+json"
-    return response
 
 
 def _json_default(value: Any) -> Any:
