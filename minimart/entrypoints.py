@@ -101,5 +101,13 @@ def install_operational_routes(app: flask.Flask, service: str) -> None:
     def metrics() -> Any:
         return flask.Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
+    def http_error(exc: HTTPException) -> Any:
+        """Flask's own errors (no route, wrong method...) as problem+json, not HTML pages."""
+        if exc.response is not None:
+            return exc.response
+        code = exc.code or 500
+        return problem(code, f"http-{code}", exc.name, exc.description or exc.name)
+
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+    app.register_error_handler(HTTPException, http_error)

@@ -176,11 +176,10 @@ def test_metrics_of_a_completed_order_are_in_prometheus(
     assert eventually(lambda: query(prometheus, confirmed), timeout=30, what=confirmed)
     latency = "minimart_order_end_to_end_seconds_count"
     assert eventually(lambda: query(prometheus, latency), timeout=30, what=latency)
-    up = eventually(
-        lambda: [
-            r for r in query(prometheus, "up == 1") if r["metric"]["job"].startswith("minimart")
-        ],
-        timeout=30,
-        what="scrape targets up",
-    )
-    assert {r["metric"]["function"] for r in up} >= SAGA_FUNCTIONS
+
+    def functions_up() -> set[str]:
+        up = query(prometheus, "up == 1")
+        found = {r["metric"]["function"] for r in up if r["metric"]["job"].startswith("minimart")}
+        return found if found >= SAGA_FUNCTIONS else set()
+
+    assert eventually(functions_up, timeout=60, what="every function's scrape target up")

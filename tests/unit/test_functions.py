@@ -422,6 +422,8 @@ def test_post_orders_accepts_and_publishes(api: FlaskClient, container: Containe
         EventType.ORDER_CREATED,
         body["orderId"],
     )
+    assert intake(container).published == set()  # marked by the relay, in batches
+    assert container.mark_published() == 1
     assert intake(container).published == {created.id}
 
 
@@ -556,3 +558,22 @@ def test_other_routes_are_problems(
     api: FlaskClient, method: str, path: str, status: int, kind: str
 ) -> None:
     assert_problem(api.open(path, method=method), status, kind)
+
+
+@pytest.mark.parametrize("path", ["/orders/a%0Ab", "/orders/x/y", "/robots.txt"])
+def test_a_path_no_route_matches_is_a_problem_not_an_html_page(api: FlaskClient, path: str) -> None:
+    response = api.get(path)
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.get_json()["status"] == 404
+
+
+@pytest.mark.parametrize("name", SAGA_FUNCTIONS)
+def test_a_framework_error_of_a_saga_function_is_a_problem(
+    client: Callable[[str], FlaskClient], name: str
+) -> None:
+    response = client(name).get("/no-such-route")
+
+    assert response.status_code in (404, 405)
+    assert response.headers["Content-Type"] == "application/problem+json"
