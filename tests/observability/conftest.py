@@ -9,9 +9,6 @@ import pytest
 from minimart.local import servers
 from minimart.local.observe import start_prometheus
 from minimart.settings import Settings
-from tests.e2e.conftest import client, running_stack, settings
-
-__all__ = ["client", "prometheus", "running_stack", "settings"]
 
 
 @pytest.fixture(scope="session")

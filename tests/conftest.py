@@ -1,3 +1,9 @@
+"""Fixtures shared by the suites that run on the local stack (e2e, observability, reliability).
+
+The stack starts once per test session (or is reused if already up) and is stopped at the end
+only if this session started it.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
