@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import urllib3
 from prometheus_client import Counter, Histogram
@@ -242,6 +243,11 @@ class KafkaDeadLetterSink:
                 self._producer = None
 
 
+# A worker's connection to the sink: its own HTTPConnectionPool (``new_pool``); a PoolManager
+# works too (replay passes one).
+Pool = urllib3.HTTPConnectionPool | urllib3.PoolManager
+
+
 class Deliverer:
     """Delivers records of one KafkaSource to its sink, retrying and dead-lettering.
 
@@ -260,16 +266,27 @@ class Deliverer:
         self._dead_letters = dead_letters
         self._timeout = urllib3.Timeout(total=spec.delivery.timeout_s or DEFAULT_ATTEMPT_TIMEOUT_S)
         self._wait = sleep or (lambda stop, seconds: stop.wait(seconds))
+        target = urlsplit(sink_url)
+        self._path = (target.path or "/") + (f"?{target.query}" if target.query else "")
 
-    def new_pool(self) -> urllib3.PoolManager:
-        """A keep-alive connection pool for one worker thread (one connection to the sink)."""
-        return urllib3.PoolManager(num_pools=1, maxsize=1, retries=False)
+    def new_pool(self) -> urllib3.HTTPConnectionPool:
+        """A keep-alive connection for one worker thread: a pool of one connection to the sink,
+        used directly (a PoolManager would parse the URL and look the pool up per request)."""
+        return urllib3.connection_from_url(self.sink_url, maxsize=1, retries=False)
 
-    def attempt(self, pool: urllib3.PoolManager, event: OutgoingEvent) -> Attempt:
+    @staticmethod
+    def close_pool(pool: Pool) -> None:
+        if isinstance(pool, urllib3.PoolManager):
+            pool.clear()
+        else:
+            pool.close()
+
+    def attempt(self, pool: Pool, event: OutgoingEvent) -> Attempt:
+        target = self._path if isinstance(pool, urllib3.HTTPConnectionPool) else self.sink_url
         try:
-            response = pool.request(
+            response = pool.urlopen(
                 "POST",
-                self.sink_url,
+                target,
                 body=event.body,
                 headers=event.http_headers(),
                 timeout=self._timeout,
@@ -280,7 +297,7 @@ class Deliverer:
             return Attempt(status=0, error=f"{type(exc).__name__}: {exc}")
         return Attempt(status=response.status, body=response.data)
 
-    def deliver(self, record: Record, pool: urllib3.PoolManager, stop: threading.Event) -> bool:
+    def deliver(self, record: Record, pool: Pool, stop: threading.Event) -> bool:
         """Deliver or dead-letter ``record``; False if ``stop`` interrupted it (not done)."""
         started = time.perf_counter()
         event = to_event(self.spec.name, record)

@@ -16,6 +16,13 @@ Design:
   stopped (their queued records are discarded, a retry wait is cut short, an HTTP attempt in
   flight is allowed to finish within ``REVOKE_WAIT_S``), then their done offsets are committed.
   A partition that is lost (evicted member) is stopped without committing.
+* Partitions added to a subscribed topic are seen within ``METADATA_MAX_AGE_MS`` (the metadata
+  refresh makes the group rebalance). ``MAX_POLL_INTERVAL_MS`` is the rebalance timeout: how
+  long the broker holds a JoinGroup for a member that has not rejoined, and how long this
+  client waits for its JoinGroup answer (kafka-python's default is 5 minutes; a rebalance stuck
+  that long stalled every order). A watchdog ends ``run()`` with ``DispatcherStalled`` if the
+  dispatcher has been without an assignment for ``WATCHDOG_SESSIONS`` session timeouts: the
+  local stack restarts a dispatcher that exited.
 """
 
 from __future__ import annotations
@@ -50,19 +57,30 @@ POLL_TIMEOUT_MS = 100
 FETCH_MAX_WAIT_MS = 500
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 2000
+# New partitions of subscribed topics are seen (and the group rebalanced) within this.
+METADATA_MAX_AGE_MS = 5000
+# The rebalance timeout (see above); the main loop polls every POLL_TIMEOUT_MS, far below it.
+MAX_POLL_INTERVAL_MS = 20000
+# Without an assignment for this many session timeouts while subscribed, exit (non-zero).
+WATCHDOG_SESSIONS = 10
 MAX_POLL_RECORDS = 100
 # A partition with more records waiting than this is paused until half of them are delivered.
 MAX_BACKLOG = 2 * MAX_POLL_RECORDS
 COMMIT_INTERVAL_S = 0.25
 LAG_INTERVAL_S = 2.0
-# How long a revocation waits for an HTTP attempt in flight (heartbeats wait meanwhile).
-REVOKE_WAIT_S = 3.0
+# How long a revocation waits for an HTTP attempt in flight. The listener runs on
+# kafka-python's IO loop, so heartbeats wait meanwhile: keep it well below the session timeout.
+REVOKE_WAIT_S = 2.0
 
 CONSUMER_LAG = Gauge(
     "minimart_dispatcher_consumer_lag",
     "Records of a partition not yet delivered: high watermark minus the done offset.",
     ["source", "topic", "partition"],
 )
+
+
+class DispatcherStalled(RuntimeError):
+    """The consumer has been without an assignment for too long: the process should restart."""
 
 
 class PartitionWorker:
@@ -110,7 +128,7 @@ class PartitionWorker:
                     return
                 self.done_offset = record.offset + 1
         finally:
-            pool.clear()
+            self._deliverer.close_pool(pool)
 
     def _deliver(self, record: Record, pool: Any) -> bool:
         while True:
@@ -133,16 +151,19 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._dispatcher._release(lost, commit=False)
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        assigned = sorted(assigned)
-        log.info("%s: assigned %s", self._dispatcher.spec.name, assigned)
-        if assigned:
-            self._dispatcher.assigned.set()
+        self._dispatcher._on_assigned(sorted(assigned))
 
 
 class KafkaSourceDispatcher:
     """Does what Knative's KafkaSource does for ``spec``: deliver its topics to ``sink_url``."""
 
-    def __init__(self, spec: KafkaSourceSpec, sink_url: str, settings: Settings) -> None:
+    def __init__(
+        self,
+        spec: KafkaSourceSpec,
+        sink_url: str,
+        settings: Settings,
+        watchdog_s: float = WATCHDOG_SESSIONS * SESSION_TIMEOUT_MS / 1000,
+    ) -> None:
         if spec.ordering != "ordered":
             log.warning("%s: ordering %r is delivered as ordered", spec.name, spec.ordering)
         self.spec = spec
@@ -150,6 +171,11 @@ class KafkaSourceDispatcher:
         self.settings = settings
         # Set once the group gave this dispatcher at least one partition.
         self.assigned = threading.Event()
+        # Completed rebalances (assignments received, empty ones included).
+        self.generations = 0
+        self._watchdog_s = watchdog_s
+        # Since when this dispatcher has had no assignment (None: it has one).
+        self._unassigned_since: float | None = time.monotonic()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._workers: dict[TopicPartition, PartitionWorker] = {}
@@ -188,12 +214,21 @@ class KafkaSourceDispatcher:
                 if now >= next_lag:
                     self._update_lag(consumer)
                     next_lag = now + LAG_INTERVAL_S
+                    self._check_watchdog(now)
         finally:
             self._shutdown(consumer)
 
     def stop(self) -> None:
         """Ask ``run()`` to return (safe from any thread or a signal handler)."""
         self._stopping.set()
+
+    def _check_watchdog(self, now: float) -> None:
+        since = self._unassigned_since
+        if since is not None and now - since > self._watchdog_s:
+            raise DispatcherStalled(
+                f"{self.spec.name}: no partition assignment for {now - since:.0f}s"
+                f" (group {self.spec.consumer_group}); exiting so that it is restarted"
+            )
 
     # -- main-thread work ------------------------------------------------------------------
 
@@ -207,6 +242,8 @@ class KafkaSourceDispatcher:
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             max_poll_records=MAX_POLL_RECORDS,
         )
 
@@ -312,7 +349,7 @@ class KafkaSourceDispatcher:
             self._workers.clear()
             self._paused.clear()
         try:
-            consumer.close()
+            consumer.close(timeout_ms=5000)
         finally:
             self._consumer = None
             if self._dead_letters is not None:
@@ -327,8 +364,17 @@ class KafkaSourceDispatcher:
 
     # -- rebalance (kafka-python's IO thread) ----------------------------------------------
 
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("%s: assigned %s", self.spec.name, assigned)
+        self.generations += 1
+        self._unassigned_since = None
+        if assigned:
+            self.assigned.set()
+
     def _release(self, tps: Iterable[TopicPartition], commit: bool) -> None:
         tps = list(tps)
+        if self._unassigned_since is None:
+            self._unassigned_since = time.monotonic()
         with self._lock:
             workers = [w for tp in tps if (w := self._workers.get(tp)) is not None]
         for worker in workers:
@@ -386,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         start_http_server(args.metrics_port, addr=settings.host)
     try:
         dispatcher.run()
+    except DispatcherStalled as exc:
+        log.critical("%s", exc)
+        raise SystemExit(3) from exc
     finally:
         tracing.flush()
 

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-import urllib3
 from opentelemetry.trace import SpanKind
 
 from minimart.local.delivery import (
@@ -22,6 +21,7 @@ from minimart.local.delivery import (
     Deliverer,
     Outcome,
     OutgoingEvent,
+    Pool,
     Record,
 )
 from minimart.local.manifests import KafkaSourceSpec
@@ -99,7 +99,7 @@ class TracedDeliverer(Deliverer):
         traced = None if dead_letters is None else TracedDeadLetterSink(dead_letters, self._state)
         super().__init__(spec, sink_url, traced, sleep)
 
-    def deliver(self, record: Record, pool: urllib3.PoolManager, stop: threading.Event) -> bool:
+    def deliver(self, record: Record, pool: Pool, stop: threading.Event) -> bool:
         transport, extension = _record_carriers(record)
         state = self._state
         state.attempts, state.dead_lettered, state.last_status = 0, False, 0
@@ -135,7 +135,7 @@ class TracedDeliverer(Deliverer):
                 tracing.fail(span, outcome)
             return done
 
-    def attempt(self, pool: urllib3.PoolManager, event: OutgoingEvent) -> Attempt:
+    def attempt(self, pool: Pool, event: OutgoingEvent) -> Attempt:
         state = self._state
         state.attempts += 1
         with tracing.tracer().start_as_current_span(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import statistics
 import threading
 import time
@@ -18,20 +19,23 @@ import pytest
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import to_binary
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import NewPartitions, NewTopic
 from prometheus_client import REGISTRY
 
-from minimart.local.dispatcher import KafkaSourceDispatcher
+from minimart.local.dispatcher import DispatcherStalled, KafkaSourceDispatcher
 from minimart.local.manifests import Delivery, KafkaSourceSpec
 from minimart.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-# A broker of its own, away from the default local stack's ports.
+# A broker of its own, away from the default local stack's ports (MINIMART_TEST_* moves it).
 TEST_ENV = {
-    "MINIMART_STATE_DIR": "/tmp/mm-dispatch",
-    "MINIMART_KAFKA_PORT": "39092",
-    "MINIMART_KAFKA_CONTROLLER_PORT": "39093",
+    name: os.environ.get(name.replace("MINIMART_", "MINIMART_TEST_", 1), default)
+    for name, default in {
+        "MINIMART_STATE_DIR": "/tmp/mm-dispatch",
+        "MINIMART_KAFKA_PORT": "39092",
+        "MINIMART_KAFKA_CONTROLLER_PORT": "39093",
+    }.items()
 }
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -158,7 +162,7 @@ def new_topic(admin: KafkaAdminClient, partitions: int = 1) -> str:
 
 
 def make_spec(
-    topic: str,
+    topic: str | tuple[str, ...],
     retry: int = 0,
     backoff_s: float = 0.05,
     timeout_s: float = 2.0,
@@ -168,7 +172,7 @@ def make_spec(
     return KafkaSourceSpec(
         name="test-source",
         consumer_group=group or f"test-group-{uuid.uuid4().hex[:12]}",
-        topics=(topic,),
+        topics=(topic,) if isinstance(topic, str) else topic,
         sink_service="sink",
         initial_offset="earliest",
         ordering="ordered",
@@ -552,3 +556,106 @@ def test_a_rebalance_hands_partitions_over_without_losing_records(
         data = json.loads(body)
         seqs[data["key"]].append(data["seq"])
     assert all(seqs[key] == list(range(8)) for key in keys), seqs
+
+
+def test_partitions_added_under_a_running_dispatcher_are_delivered(
+    settings: Settings, admin: KafkaAdminClient, sink: Sink
+) -> None:
+    """Topics grow from 2 to 4 partitions while records keep coming: the dispatcher sees the
+    new partitions within seconds, is assigned again after the rebalance, and delivers every
+    record (kafka-python's default metadata age made this wait 5 minutes)."""
+    topics = tuple(new_topic(admin, partitions=2) for _ in range(3))
+    spec = make_spec(topics)
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0, metadata_max_age_ms=500
+    )
+    sent: dict[str, float] = {}
+    partitions = [2]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for n in itertools.count():
+                if stop.wait(0.01):
+                    return
+                topic, partition = topics[n % 3], (n // 3) % partitions[0]
+                event_id = send_event(producer, topic, f"k-{n}", {"n": n}, partition=partition)
+                sent[event_id] = time.monotonic()
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    def delivered() -> set[str]:
+        return {r.headers["ce-id"] for r in sink.received()}
+
+    thread = threading.Thread(target=produce, name="produce", daemon=True)
+    try:
+        with running(KafkaSourceDispatcher(spec, sink.url, settings)) as dispatcher:
+            poll(dispatcher.assigned.is_set, 15)
+            thread.start()
+            poll(lambda: len(delivered()) >= 30, 15)
+            generations, before = dispatcher.generations, len(sent)
+            admin.create_partitions({topic: NewPartitions(4) for topic in topics})
+            poll(lambda: all(len(producer.partitions_for(t) or ()) == 4 for t in topics), 10)
+            partitions[0] = 4
+            # The consumer sees the new partitions, rebalances, and is assigned again.
+            poll(lambda: dispatcher.generations > generations, 20)
+            poll(lambda: errors or len(delivered()) >= before + 120, 20)
+            assert not errors, errors
+            stop.set()
+            thread.join(10)
+            assert not errors, errors
+            poll(lambda: delivered() >= set(sent), 15)
+            received = sink.received()
+    finally:
+        stop.set()
+        producer.close()
+
+    on_new = [r for r in received if int(json.loads(r.body)["n"]) // 3 % 4 >= 2]
+    assert on_new, "records were produced to the new partitions"
+    late = [
+        (r.headers["ce-id"], r.at - sent[r.headers["ce-id"]])
+        for r in received
+        if r.at - sent[r.headers["ce-id"]] > 10
+    ]
+    assert not late, f"delivered more than 10 s after being sent: {late[:5]}"
+
+
+def test_the_watchdog_ends_a_dispatcher_left_without_partitions(
+    settings: Settings, admin: KafkaAdminClient, sink: Sink
+) -> None:
+    """A member that stopped polling holds the group's rebalance for its rebalance timeout:
+    the dispatcher gets no assignment meanwhile, and its watchdog ends ``run()``."""
+    topic = new_topic(admin)
+    spec = make_spec(topic)
+    zombie = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=spec.consumer_group,
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        max_poll_interval_ms=60000,
+    )
+    try:
+        zombie.subscribe([topic])
+        poll(lambda: zombie.poll(timeout_ms=100) is not None and zombie.assignment(), 15)
+        # From now on the zombie only heartbeats (kafka-python's IO thread): it never rejoins.
+        dispatcher = KafkaSourceDispatcher(spec, sink.url, settings, watchdog_s=4.0)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                dispatcher.run()
+            except BaseException as exc:  # checked below
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, name="dispatcher", daemon=True)
+        started = time.monotonic()
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive(), "the watchdog did not end run()"
+    finally:
+        zombie.close(timeout_ms=2000)
+    assert len(errors) == 1 and isinstance(errors[0], DispatcherStalled), errors
+    assert not dispatcher.assigned.is_set()
+    assert 4.0 <= time.monotonic() - started < 20

@@ -1,0 +1,163 @@
+"""CPU per delivery of the KafkaSource dispatcher's delivery path (no Kafka, no functions).
+
+A trivial HTTP sink runs in a child process (its CPU is not counted); this process delivers
+synthetic binary-mode CloudEvent records (the headers a minimart event carries, with a
+``traceparent``) one at a time through ``TracedDeliverer`` on one keep-alive connection, as a
+partition worker does, and reports this process's CPU seconds per delivery: with tracing off
+(no provider configured) and with the span file exporter on (as the local stack runs).
+Rounds alternate between the modes to even out the machine's noise.
+
+    python -m bench.dispatcher_cpu [--records 3000] [--rounds 5]
+
+Prints the figures and writes them to bench/dispatcher_cpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from minimart.local.manifests import Delivery, KafkaSourceSpec
+from minimart.local.traced_delivery import TracedDeliverer
+from minimart.observability import tracing
+from minimart.settings import Settings
+
+OUT = Path(__file__).with_name("dispatcher_cpu.json")
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+
+
+def _serve(port_out: Any) -> None:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    port_out.put(server.server_address[1])
+    server.serve_forever()
+
+
+def records(count: int) -> list[FakeRecord]:
+    out = []
+    for offset in range(count):
+        order = str(uuid.uuid4())
+        trace = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01".encode()
+        headers: list[tuple[str, bytes | None]] = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", str(uuid.uuid4()).encode()),
+            ("ce_source", b"/minimart/inventory"),
+            ("ce_type", b"com.minimart.inventory.reserved.v1"),
+            ("ce_subject", order.encode()),
+            ("ce_time", b"2026-11-25T01:00:00.000Z"),
+            ("ce_partitionkey", order.encode()),
+            ("ce_traceparent", trace),
+            ("content-type", b"application/json"),
+            ("traceparent", trace),
+        ]
+        body = json.dumps({"orderId": order, "amount": "25.00", "items": [{"sku": "SKU-42"}]})
+        out.append(
+            FakeRecord(
+                "minimart.inventory.reserved", 0, offset, 0, order.encode(), body.encode(), headers
+            )
+        )
+    return out
+
+
+def measure(deliverer: TracedDeliverer, batch: list[FakeRecord]) -> float:
+    pool = deliverer.new_pool()
+    stop = threading.Event()
+    for record in batch[:50]:  # warm the connection and caches
+        deliverer.deliver(record, pool, stop)
+    began = time.process_time()
+    for record in batch:
+        deliverer.deliver(record, pool, stop)
+    spent = time.process_time() - began
+    close = getattr(deliverer, "close_pool", None)  # absent before 2026-11-25
+    close(pool) if close else pool.clear()
+    return spent / len(batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.dispatcher_cpu")
+    parser.add_argument("--records", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--label", default="current")
+    args = parser.parse_args()
+
+    ports: Any = multiprocessing.Queue()
+    sink = multiprocessing.Process(target=_serve, args=(ports,), daemon=True)
+    sink.start()
+    url = f"http://127.0.0.1:{ports.get(timeout=10)}/"
+    spec = KafkaSourceSpec(
+        name="bench-source",
+        consumer_group="bench",
+        topics=("minimart.inventory.reserved",),
+        sink_service="noop",
+        initial_offset="earliest",
+        ordering="ordered",
+        delivery=Delivery(retry=3, backoff_delay_s=0.2, timeout_s=10.0),
+    )
+    deliverer = TracedDeliverer(spec, url, None)
+    batch = records(args.records)
+    off: list[float] = []
+    on: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"MINIMART_STATE_DIR": tmp, "MINIMART_TRACE_FILE": f"{tmp}/spans.jsonl"}
+        for _ in range(args.rounds):
+            off.append(measure(deliverer, batch))
+        tracing.configure(Settings.from_env(env), instrument=())
+        for _ in range(args.rounds):
+            on.append(measure(deliverer, batch))
+        tracing.flush()
+    sink.terminate()
+
+    def summary(samples: list[float]) -> dict[str, float]:
+        return {
+            "median_us": round(statistics.median(samples) * 1e6, 1),
+            "min_us": round(min(samples) * 1e6, 1),
+            "max_us": round(max(samples) * 1e6, 1),
+        }
+
+    result = {
+        "label": args.label,
+        "records_per_round": args.records,
+        "rounds": args.rounds,
+        "cpu_per_delivery_tracing_off": summary(off),
+        "cpu_per_delivery_tracing_on": summary(on),
+    }
+    print(json.dumps(result, indent=2))
+    previous = json.loads(OUT.read_text()) if OUT.exists() else {}
+    previous[args.label] = result
+    OUT.write_text(json.dumps(previous, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
