@@ -120,8 +120,14 @@ def _healthy(url: str) -> bool:
 
 def start_function(fn: FunctionProcess, settings: Settings) -> bool:
     """Start one function unless it runs; True if started."""
-    if process.is_running(fn.process_name, settings):
-        return False
+    with process.lock(fn.process_name, settings):  # two `up`s at once start it once
+        if process.is_running(fn.process_name, settings):
+            return False
+        _spawn_function(fn, settings)
+    return True
+
+
+def _spawn_function(fn: FunctionProcess, settings: Settings) -> None:
     argv = [
         str(Path(_python()).parent / "functions-framework"),
         "--target=handle",
@@ -133,7 +139,6 @@ def start_function(fn: FunctionProcess, settings: Settings) -> bool:
     process.spawn(
         fn.process_name, argv, env=_env(settings, fn.service), cwd=PROJECT_ROOT, settings=settings
     )
-    return True
 
 
 def wait_function_ready(fn: FunctionProcess, settings: Settings) -> None:
@@ -148,8 +153,15 @@ def wait_function_ready(fn: FunctionProcess, settings: Settings) -> None:
 
 
 def start_dispatcher(dispatcher: DispatcherProcess, settings: Settings) -> bool:
-    if process.is_running(dispatcher.process_name, settings):
-        return False
+    """Start one dispatcher unless it runs; True if started."""
+    with process.lock(dispatcher.process_name, settings):
+        if process.is_running(dispatcher.process_name, settings):
+            return False
+        _spawn_dispatcher(dispatcher, settings)
+    return True
+
+
+def _spawn_dispatcher(dispatcher: DispatcherProcess, settings: Settings) -> None:
     argv = [
         _python(),
         "-m",
@@ -165,7 +177,6 @@ def start_dispatcher(dispatcher: DispatcherProcess, settings: Settings) -> bool:
         cwd=PROJECT_ROOT,
         settings=settings,
     )
-    return True
 
 
 def up(settings: Settings, plan: StackPlan | None = None) -> list[str]:
