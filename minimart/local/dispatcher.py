@@ -21,8 +21,8 @@ Design:
   long the broker holds a JoinGroup for a member that has not rejoined, and how long this
   client waits for its JoinGroup answer (kafka-python's default is 5 minutes; a rebalance stuck
   that long stalled every order). A watchdog ends ``run()`` with ``DispatcherStalled`` if the
-  dispatcher has been without an assignment for ``WATCHDOG_SESSIONS`` session timeouts: the
-  local stack restarts a dispatcher that exited.
+  dispatcher has been without an assignment for ``WATCHDOG_SESSIONS`` session timeouts; the
+  process then closes that consumer and joins the group again with a new one.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ HEARTBEAT_INTERVAL_MS = 2000
 METADATA_MAX_AGE_MS = 5000
 # The rebalance timeout (see above); the main loop polls every POLL_TIMEOUT_MS, far below it.
 MAX_POLL_INTERVAL_MS = 20000
-# Without an assignment for this many session timeouts while subscribed, exit (non-zero).
+# Without an assignment for this many session timeouts while subscribed, rejoin afresh.
 WATCHDOG_SESSIONS = 10
 MAX_POLL_RECORDS = 100
 # A partition with more records waiting than this is paused until half of them are delivered.
@@ -227,7 +227,7 @@ class KafkaSourceDispatcher:
         if since is not None and now - since > self._watchdog_s:
             raise DispatcherStalled(
                 f"{self.spec.name}: no partition assignment for {now - since:.0f}s"
-                f" (group {self.spec.consumer_group}); exiting so that it is restarted"
+                f" (group {self.spec.consumer_group})"
             )
 
     # -- main-thread work ------------------------------------------------------------------
@@ -420,21 +420,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings.from_env()
     tracing.configure(settings, instrument=())  # its Kafka spans are made by TracedDeliverer
     spec = load_topology(PROJECT_ROOT).source(args.source)
-    dispatcher = KafkaSourceDispatcher(spec, args.sink_url, settings)
+    stopping = threading.Event()
+    current: list[KafkaSourceDispatcher] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("%s: signal %d, stopping", spec.name, signum)
-        dispatcher.stop()
+        stopping.set()
+        for dispatcher in current:
+            dispatcher.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if args.metrics_port is not None:
         start_http_server(args.metrics_port, addr=settings.host)
     try:
-        dispatcher.run()
-    except DispatcherStalled as exc:
-        log.critical("%s", exc)
-        raise SystemExit(3) from exc
+        while not stopping.is_set():
+            current[:] = [KafkaSourceDispatcher(spec, args.sink_url, settings)]
+            try:
+                current[0].run()
+            except DispatcherStalled as exc:  # a new consumer joins the group afresh
+                log.critical("%s; rejoining with a new consumer", exc)
+            else:
+                break
     finally:
         tracing.flush()
 
