@@ -39,8 +39,8 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
     return value
 
 
-def _rate(env: Mapping[str, str], key: str) -> float:
-    value = _float(env, key, 0.0)
+def _rate(env: Mapping[str, str], key: str, default: float = 0.0) -> float:
+    value = _float(env, key, default)
     if not 0.0 <= value <= 1.0:
         raise SettingsError(f"{key} must be between 0 and 1, got {value}")
     return value
@@ -73,6 +73,8 @@ class Settings:
     max_quantity_per_line: int = 1_000
     otlp_endpoint: str = ""
     trace_file: str = ""
+    # Share of orders traced (decided once, where the order enters; every hop follows it).
+    trace_sample_ratio: float = 1.0
     service_name: str = "minimart"
 
     @classmethod
@@ -112,6 +114,7 @@ class Settings:
             max_quantity_per_line=_int(env, "MINIMART_MAX_QUANTITY_PER_LINE", 1_000),
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
             trace_file=env.get("MINIMART_TRACE_FILE", ""),
+            trace_sample_ratio=_rate(env, "MINIMART_TRACE_SAMPLE_RATIO", 1.0),
             service_name=env.get("MINIMART_SERVICE_NAME") or env.get("K_SERVICE", "minimart"),
         )
 
@@ -141,4 +144,5 @@ class Settings:
             "MINIMART_MAX_QUANTITY_PER_LINE": str(self.max_quantity_per_line),
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint,
             "MINIMART_TRACE_FILE": self.trace_file,
+            "MINIMART_TRACE_SAMPLE_RATIO": str(self.trace_sample_ratio),
         }

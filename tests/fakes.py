@@ -122,6 +122,11 @@ class FakeInventory(_FakeUnitOfWork[InventoryState]):
             )
         )
 
+    def outcome_and_stock(
+        self, event_id: str, skus: Sequence[str]
+    ) -> tuple[list[Event] | None, dict[str, StockLevel]]:
+        return self.outcome_of(event_id), self.lock_stock(skus)
+
     def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
         available = self.staged.available
         return {
@@ -168,6 +173,11 @@ class PaymentState:
 class FakePayments(_FakeUnitOfWork[PaymentState]):
     def __init__(self, limits: Mapping[int, int] | None = None) -> None:
         super().__init__(PaymentState(limits=dict(CREDIT_LIMITS if limits is None else limits)))
+
+    def outcome_and_limit(
+        self, event_id: str, customer_id: int
+    ) -> tuple[list[Event] | None, int | None]:
+        return self.outcome_of(event_id), self.credit_limit(customer_id)
 
     def credit_limit(self, customer_id: int) -> int | None:
         return self.staged.limits.get(customer_id)
@@ -218,6 +228,11 @@ class FakeOrders(_FakeUnitOfWork[OrderState]):
     def lock_order(self, order_id: str) -> OrderRecord | None:
         return self.staged.orders.get(order_id)
 
+    def outcome_and_order(
+        self, event_id: str, order_id: str
+    ) -> tuple[list[Event] | None, OrderRecord | None]:
+        return self.outcome_of(event_id), self.lock_order(order_id)
+
     def set_status(self, order_id: str, status: OrderStatus, reason: str | None) -> None:
         order = self.staged.orders[order_id]
         self.staged.orders[order_id] = OrderRecord(
@@ -226,12 +241,10 @@ class FakeOrders(_FakeUnitOfWork[OrderState]):
 
     def add_timeline(
         self, order_id: str, event: Event, status: OrderStatus, detail: Mapping[str, Any]
-    ) -> bool:
+    ) -> None:
         steps = self.staged.timeline.setdefault(order_id, [])
-        if any(step.event_id == event.id for step in steps):
-            return False
-        steps.append(TimelineStep(event.id, event.type.short, status, dict(detail)))
-        return True
+        if not any(step.event_id == event.id for step in steps):
+            steps.append(TimelineStep(event.id, event.type.short, status, dict(detail)))
 
 
 # -- shipments, notifications --------------------------------------------------------------

@@ -237,11 +237,10 @@ class _PostgresUnitOfWork:
         self.conn.commit()
         self._committed = True
 
+    _OUTCOME = "SELECT emitted FROM processed_events WHERE consumer = %s AND event_id = %s"
+
     def outcome_of(self, event_id: str) -> list[Event] | None:
-        row = self.execute(
-            "SELECT emitted FROM processed_events WHERE consumer = %s AND event_id = %s",
-            (self._consumer, event_id),
-        ).fetchone()
+        row = self.execute(self._OUTCOME, (self._consumer, event_id)).fetchone()
         return None if row is None else events_json.load(row[0])
 
     def record_outcome(self, event_id: str, events: Sequence[Event]) -> None:
@@ -252,12 +251,21 @@ class _PostgresUnitOfWork:
 
 
 class PostgresInventory(_PostgresUnitOfWork):
+    _LOCK_STOCK = "SELECT sku, available FROM stock WHERE sku = ANY(%s) ORDER BY sku FOR UPDATE"
+
     def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
-        rows = self.execute(
-            "SELECT sku, available FROM stock WHERE sku = ANY(%s) ORDER BY sku FOR UPDATE",
-            (sorted(set(skus)),),
-        ).fetchall()
+        rows = self.execute(self._LOCK_STOCK, (sorted(set(skus)),)).fetchall()
         return {sku: StockLevel(sku, available) for sku, available in rows}
+
+    def outcome_and_stock(
+        self, event_id: str, skus: Sequence[str]
+    ) -> tuple[list[Event] | None, dict[str, StockLevel]]:
+        # Both statements are queued before either result is read: one round trip.
+        outcome = self.execute(self._OUTCOME, (self._consumer, event_id))
+        stock = self.execute(self._LOCK_STOCK, (sorted(set(skus)),))
+        row = outcome.fetchone()
+        levels = {sku: StockLevel(sku, available) for sku, available in stock.fetchall()}
+        return (None if row is None else events_json.load(row[0])), levels
 
     def reserve(self, order_id: str, lines: Sequence[OrderLine]) -> None:
         with self.conn.cursor() as cur:
@@ -294,11 +302,22 @@ class PostgresInventory(_PostgresUnitOfWork):
 
 
 class PostgresPayments(_PostgresUnitOfWork):
+    _LIMIT = "SELECT limit_cents FROM customer_limits WHERE customer_id = %s"
+
     def credit_limit(self, customer_id: int) -> int | None:
-        row = self.execute(
-            "SELECT limit_cents FROM customer_limits WHERE customer_id = %s", (customer_id,)
-        ).fetchone()
+        row = self.execute(self._LIMIT, (customer_id,)).fetchone()
         return None if row is None else int(row[0])
+
+    def outcome_and_limit(
+        self, event_id: str, customer_id: int
+    ) -> tuple[list[Event] | None, int | None]:
+        # Both statements are queued before either result is read: one round trip.
+        outcome = self.execute(self._OUTCOME, (self._consumer, event_id))
+        limit = self.execute(self._LIMIT, (customer_id,))
+        row, limit_row = outcome.fetchone(), limit.fetchone()
+        return (None if row is None else events_json.load(row[0])), (
+            None if limit_row is None else int(limit_row[0])
+        )
 
     def save_payment(self, payment: Payment) -> None:
         self.execute(
@@ -333,15 +352,28 @@ class PostgresPayments(_PostgresUnitOfWork):
 class PostgresOrders(_PostgresUnitOfWork):
     """The order-status service's unit of work on the orders database."""
 
-    def lock_order(self, order_id: str) -> OrderRecord | None:
-        row = self.execute(
-            "SELECT id::text, customer_id, status, total_cents, reason, created_at FROM orders"
-            " WHERE id = %s FOR UPDATE",
-            (order_id,),
-        ).fetchone()
+    _LOCK_ORDER = (
+        "SELECT id::text, customer_id, status, total_cents, reason, created_at FROM orders"
+        " WHERE id = %s FOR UPDATE"
+    )
+
+    @staticmethod
+    def _order(row: Sequence[Any] | None) -> OrderRecord | None:
         if row is None:
             return None
         return OrderRecord(row[0], row[1], OrderStatus(row[2]), row[3], row[4], row[5])
+
+    def lock_order(self, order_id: str) -> OrderRecord | None:
+        return self._order(self.execute(self._LOCK_ORDER, (order_id,)).fetchone())
+
+    def outcome_and_order(
+        self, event_id: str, order_id: str
+    ) -> tuple[list[Event] | None, OrderRecord | None]:
+        # Both statements are queued before either result is read: one round trip.
+        outcome = self.execute(self._OUTCOME, (self._consumer, event_id))
+        order = self.execute(self._LOCK_ORDER, (order_id,))
+        row = outcome.fetchone()
+        return (None if row is None else events_json.load(row[0])), self._order(order.fetchone())
 
     def set_status(self, order_id: str, status: OrderStatus, reason: str | None) -> None:
         self.execute(
@@ -352,15 +384,13 @@ class PostgresOrders(_PostgresUnitOfWork):
 
     def add_timeline(
         self, order_id: str, event: Event, status: OrderStatus, detail: Mapping[str, Any]
-    ) -> bool:
-        cursor = self.execute(
+    ) -> None:
+        # Queued: travels with the COMMIT (a failure still surfaces before it succeeds).
+        self.execute(
             "INSERT INTO order_timeline (order_id, event_id, step, status, detail)"
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (order_id, event.id, event.type.short, status.value, Jsonb(dict(detail))),
         )
-        if self._pipeline is not None:
-            self._pipeline.sync()  # the row count is known once the result is back
-        return bool(cursor.rowcount)
 
 
 class PostgresOrderIntake:

@@ -18,12 +18,11 @@ def lines_of(data: Mapping[str, Any]) -> tuple[OrderLine, ...]:
 
 
 def reserve(event: Event, uow: InventoryUnitOfWork) -> list[Event]:
+    lines = lines_of(event.data)
     with uow:
-        done = uow.outcome_of(event.id)
+        done, stock = uow.outcome_and_stock(event.id, [line.sku for line in lines])
         if done is not None:
             return done
-        lines = lines_of(event.data)
-        stock = uow.lock_stock([line.sku for line in lines])
         decision = decide_reservation(lines, stock)
         if decision.accepted:
             uow.reserve(event.order_id, lines)

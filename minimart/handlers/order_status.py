@@ -41,10 +41,9 @@ def track(event: Event, uow: OrderUnitOfWork, on_final: OnFinal | None = None) -
     the commit (a replayed event does not tell it again)."""
     final: tuple[OrderStatus, str | None, datetime | None] | None = None
     with uow:
-        done = uow.outcome_of(event.id)
+        done, order = uow.outcome_and_order(event.id, event.order_id)
         if done is not None:
             return done
-        order = uow.lock_order(event.order_id)
         if order is None:
             raise UnknownOrder(f"order {event.order_id} does not exist")
         observed = STATUS_AFTER.get(event.type, order.status)

@@ -19,10 +19,9 @@ class PaymentPolicy:
 def capture(event: Event, uow: PaymentUnitOfWork, policy: PaymentPolicy) -> list[Event]:
     data = event.data
     with uow:
-        done = uow.outcome_of(event.id)
+        done, limit = uow.outcome_and_limit(event.id, data["customerId"])
         if done is not None:
             return done
-        limit = uow.credit_limit(data["customerId"])
         decision = decide_payment(
             event.order_id,
             data["customerId"],

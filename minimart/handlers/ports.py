@@ -40,6 +40,11 @@ class InventoryUnitOfWork(UnitOfWork, Protocol):
     def lock_stock(self, skus: Sequence[str]) -> dict[str, StockLevel]:
         """Stock rows of ``skus``, locked until commit (in a fixed order: no deadlocks)."""
 
+    def outcome_and_stock(
+        self, event_id: str, skus: Sequence[str]
+    ) -> tuple[list[Event] | None, dict[str, StockLevel]]:
+        """``outcome_of(event_id)`` and ``lock_stock(skus)`` at once (one round trip)."""
+
     def reserve(self, order_id: str, lines: Sequence[OrderLine]) -> None: ...
 
     def release(self, order_id: str) -> list[OrderLine]:
@@ -54,6 +59,11 @@ class PaymentUnitOfWork(UnitOfWork, Protocol):
 
     def credit_limit(self, customer_id: int) -> int | None:
         """The customer's own limit in cents, or None to use the default."""
+
+    def outcome_and_limit(
+        self, event_id: str, customer_id: int
+    ) -> tuple[list[Event] | None, int | None]:
+        """``outcome_of(event_id)`` and ``credit_limit(customer_id)`` at once (one round trip)."""
 
     def save_payment(self, payment: Payment) -> None: ...
 
@@ -77,12 +87,17 @@ class OrderUnitOfWork(UnitOfWork, Protocol):
 
     def lock_order(self, order_id: str) -> OrderRecord | None: ...
 
+    def outcome_and_order(
+        self, event_id: str, order_id: str
+    ) -> tuple[list[Event] | None, OrderRecord | None]:
+        """``outcome_of(event_id)`` and ``lock_order(order_id)`` at once (one round trip)."""
+
     def set_status(self, order_id: str, status: OrderStatus, reason: str | None) -> None: ...
 
     def add_timeline(
         self, order_id: str, event: Event, status: OrderStatus, detail: Mapping[str, Any]
-    ) -> bool:
-        """Append a step to the order's timeline; False if that event was already there."""
+    ) -> None:
+        """Append a step to the order's timeline (nothing if that event is already there)."""
 
 
 @dataclass(frozen=True)

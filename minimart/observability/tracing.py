@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.sampling import (
     ParentBased,
     Sampler,
     SamplingResult,
+    TraceIdRatioBased,
 )
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
@@ -64,8 +65,13 @@ class _EntryPointRoots(Sampler):
     """Root spans only where work enters the system (HTTP servers, consumers, producers).
 
     A database or Redis call outside any request (migrations, the outbox relay's polling)
-    would otherwise be a trace of its own every second.
+    would otherwise be a trace of its own every second. Of the entry points, ``ratio`` of the
+    traces are kept (by trace id); every later hop follows the root's decision (``ParentBased``
+    and the sampled flag of ``traceparent``), so an order is traced whole or not at all.
     """
+
+    def __init__(self, ratio: float = 1.0) -> None:
+        self._roots: Sampler = ALWAYS_ON if ratio >= 1.0 else TraceIdRatioBased(ratio)
 
     def should_sample(
         self,
@@ -78,7 +84,9 @@ class _EntryPointRoots(Sampler):
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
         if kind in (SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.PRODUCER):
-            return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes, links)
+            return self._roots.should_sample(
+                parent_context, trace_id, name, kind, attributes, links
+            )
         return SamplingResult(Decision.DROP)
 
     def get_description(self) -> str:
@@ -89,12 +97,12 @@ def _hex(value: int, width: int) -> str:
     return f"{value:0{width}x}"
 
 
-def span_to_json(span: ReadableSpan) -> dict[str, Any]:
+def span_to_json(span: ReadableSpan, with_resource: bool = True) -> dict[str, Any]:
     """One span as a flat, OTLP-JSON-like document (ids in hex, times in Unix nanoseconds)."""
     ctx = span.get_span_context()
     parent = span.parent
-    resource = dict(span.resource.attributes) if span.resource else {}
-    return {
+    resource = span.resource.attributes if span.resource else {}
+    document = {
         "traceId": _hex(ctx.trace_id, 32) if ctx else "",
         "spanId": _hex(ctx.span_id, 16) if ctx else "",
         "parentSpanId": _hex(parent.span_id, 16) if parent else "",
@@ -113,8 +121,10 @@ def span_to_json(span: ReadableSpan) -> dict[str, Any]:
             }
             for event in span.events
         ],
-        "resource": {k: _plain(v) for k, v in resource.items()},
     }
+    if with_resource:
+        document["resource"] = {k: _plain(v) for k, v in resource.items()}
+    return document
 
 
 def _plain(value: Any) -> Any:
@@ -123,6 +133,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Sequence):
         return [_plain(v) for v in value]
     return str(value)
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -136,9 +149,24 @@ class JsonLinesSpanExporter(SpanExporter):
         self.path = Path(path)
         self._fd: int | None = None
         self._lock = threading.Lock()
+        self._resources: dict[int, tuple[Any, str]] = {}  # id -> (resource, its JSON)
+
+    def _resource_json(self, span: ReadableSpan) -> str:
+        """The span's resource as JSON, serialised once per resource (one per process)."""
+        cached = self._resources.get(id(span.resource))
+        if cached is None or cached[0] is not span.resource:
+            attributes = dict(span.resource.attributes) if span.resource else {}
+            text = _encode({k: _plain(v) for k, v in attributes.items()})
+            cached = self._resources[id(span.resource)] = (span.resource, text)
+        return cached[1]
+
+    def _line(self, span: ReadableSpan) -> str:
+        # The same document as ``span_to_json``; the resource part spliced in pre-encoded.
+        body = _encode(span_to_json(span, with_resource=False))
+        return f'{body[:-1]},"resource":{self._resource_json(span)}}}\n'
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        payload = "".join(json.dumps(span_to_json(s), separators=(",", ":")) + "\n" for s in spans)
+        payload = "".join(self._line(s) for s in spans)
         try:
             with self._lock:
                 if self._fd is None:
@@ -187,7 +215,8 @@ def _new_provider(settings: Settings) -> TracerProvider:
             "process.pid": os.getpid(),
         }
     )
-    provider = TracerProvider(resource=resource, sampler=ParentBased(root=_EntryPointRoots()))
+    sampler = ParentBased(root=_EntryPointRoots(settings.trace_sample_ratio))
+    provider = TracerProvider(resource=resource, sampler=sampler)
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

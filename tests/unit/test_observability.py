@@ -20,6 +20,7 @@ from minimart.handlers import order_status
 from minimart.handlers.ports import OrderRecord
 from minimart.observability import metrics, tracing
 from minimart.observability.trace_view import format_trace, order_traces, read_spans
+from minimart.settings import Settings, SettingsError
 from tests.fakes import FakeOrders
 from tests.unit.test_handlers import saga_event
 
@@ -112,3 +113,33 @@ def test_without_a_span_nothing_is_injected() -> None:
     headers: list[tuple[str, bytes]] = []
     tracing.kafka_header_injector()(headers)
     assert headers == []
+
+
+def test_a_span_line_is_span_to_json(provider: tuple[TracerProvider, Path]) -> None:
+    tp, path = provider
+    with tp.get_tracer("test").start_as_current_span("s", attributes={"a": [1, 2]}) as span:
+        span.add_event("e", {"k": "v"})
+    [line] = path.read_text().splitlines()
+    assert json.loads(line) == json.loads(json.dumps(tracing.span_to_json(span)))  # type: ignore[arg-type]
+
+
+def test_the_sample_ratio_is_decided_at_the_root_and_followed_downstream() -> None:
+    sampler = tracing._EntryPointRoots(0.0)
+    never = TracerProvider(sampler=tracing.ParentBased(root=sampler))
+    with never.get_tracer("t").start_as_current_span("POST", kind=SpanKind.SERVER) as root:
+        assert not root.get_span_context().trace_flags.sampled
+    downstream = TracerProvider(sampler=tracing.ParentBased(root=tracing._EntryPointRoots(0.0)))
+    parent = trace.set_span_in_context(
+        trace.NonRecordingSpan(
+            trace.SpanContext(1, 2, is_remote=True, trace_flags=trace.TraceFlags(1))
+        )
+    )
+    with downstream.get_tracer("t").start_as_current_span("hop", context=parent) as hop:
+        assert hop.get_span_context().trace_flags.sampled  # the root's decision holds
+
+
+def test_the_sample_ratio_setting_is_a_share() -> None:
+    assert Settings.from_env({}).trace_sample_ratio == 1.0
+    assert Settings.from_env({"MINIMART_TRACE_SAMPLE_RATIO": "0.1"}).trace_sample_ratio == 0.1
+    with pytest.raises(SettingsError, match="MINIMART_TRACE_SAMPLE_RATIO"):
+        Settings.from_env({"MINIMART_TRACE_SAMPLE_RATIO": "2"})
