@@ -68,7 +68,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-if [ -f requirements.lock ]; then requirements=requirements.lock; else requirements=requirements.in; fi
+if [ -f requirements-dev.lock ]; then requirements=requirements-dev.lock; else requirements=requirements-dev.in; fi
 stamp="$VENV/.minimart-installed"
 inputs=("$requirements")
 [ -f pyproject.toml ] && inputs+=(pyproject.toml)
