@@ -7,6 +7,6 @@ CHECK_ARGS ?=
 check:  ## check the books of everything in the running stack (orders, stock, money, ...)
 	$(PYTHON) -m minimart.local check --wait 30 $(CHECK_ARGS)
 
-reliability:  ## every fault scenario (slow ones too), then the books of the whole run
+reliability: up  ## every fault scenario (slow ones too) on the running stack, then the books of the whole run
 	$(PYTHON) -m pytest tests/reliability -q -p no:randomly --durations=0
 	$(PYTHON) -m minimart.local check --wait 60 --allow-dead-letter-prefix poison- $(CHECK_ARGS)
