@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import redis
@@ -37,6 +37,9 @@ from pymongo import MongoClient
 from minimart.adapters.redis_streams import STREAM
 from minimart.catalog import DEAD_LETTER_TOPIC
 from minimart.settings import Settings
+
+if TYPE_CHECKING:
+    from minimart.local.replay import DeadLetter
 
 FINAL = ("CONFIRMED", "CANCELLED")
 TEMPLATE = {"CONFIRMED": "OrderConfirmed", "CANCELLED": "OrderCancelled"}
@@ -370,6 +373,7 @@ def _check_dead_letters(
     allowed: DeadLetterFilter = (
         expected if callable(expected) else (lambda letter: letter.event_id in expected)
     )
+    letters = []
     for letter in read_dead_letters(settings):
         if scope.order_ids is not None and not (
             letter.order_id in scope.order_ids or allowed(letter)
@@ -377,8 +381,11 @@ def _check_dead_letters(
             continue
         if scope.since is not None and letter.timestamp < scope.since:
             continue
-        report.dead_letters += 1
-        if not allowed(letter):
+        letters.append(letter)
+    report.dead_letters += len(letters)
+    redriven = _redriven(settings, letters)
+    for letter in letters:
+        if not allowed(letter) and letter.event_id not in redriven:
             report.violations.append(
                 Violation(
                     "dead-letter",
@@ -386,6 +393,26 @@ def _check_dead_letters(
                     f"{letter.event_type} in {DEAD_LETTER_TOPIC}: {letter.reason}",
                 )
             )
+
+
+def _redriven(settings: Settings, letters: Sequence[DeadLetter]) -> set[str]:
+    """Event ids of dead letters published again to their original topic after they died
+    (``replay.redrive``): those are resolved, not lost."""
+    from minimart.local.replay import read_topics
+
+    topics = sorted({t for t in (letter.original_topic for letter in letters) if t})
+    if not topics:
+        return set()
+    latest: dict[tuple[str, str | None], int] = {}
+    for record in read_topics(settings, topics):
+        key = (record.topic, record.event_id)
+        latest[key] = max(latest.get(key, -1), record.timestamp)
+    return {
+        letter.event_id
+        for letter in letters
+        if letter.original_topic
+        and latest.get((letter.original_topic, letter.event_id), -1) > letter.record.timestamp
+    }
 
 
 def wait_for_books(

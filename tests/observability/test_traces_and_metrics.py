@@ -117,7 +117,7 @@ def test_a_retried_delivery_and_its_dead_letter_are_in_the_trace(running_stack: 
     trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
     event = Event(
         EventType.NOTIFICATION_SENT,
-        str(uuid.uuid4()),
+        f"poison-{uuid.uuid4()}",  # dead-lettered on purpose (`make check` allows poison-*)
         order_id,
         {"orderId": order_id, "template": "OrderConfirmed", "streamId": "0-1"},
     )

@@ -20,8 +20,9 @@ import psycopg
 import pytest
 
 from minimart.bootstrap import Container
-from minimart.catalog import Event, EventType
+from minimart.catalog import Event, EventType, derived_event_id
 from minimart.local import replay, stack
+from minimart.local.checker import check_books, wait_for_books
 from minimart.local.client import OrderClient
 from minimart.local.inspect import order_effects
 from minimart.settings import Settings
@@ -128,14 +129,22 @@ def test_dead_letter_listed_with_reason_and_redriven_after_the_fix(
     running_stack: Settings, client: OrderClient
 ) -> None:
     """An event for an order order-status does not know yet is retried, then dead-lettered;
-    once the order exists (the fix), re-driving it completes the step."""
+    once the order exists (the fix), re-driving it completes the saga, and the books of the
+    order and of the dead-letter topic balance (a re-driven dead letter is resolved)."""
     order_id, _, records = rebased_fixture(running_stack, "saga-confirmed")
-    prepared = next(r for r in records if r.event_type == EventType.SHIPPING_PREPARED.value)
-    replay.replay_to_kafka(running_stack, [prepared])
+    created = records[0]
+    rejected = Event(
+        EventType.INVENTORY_REJECTED,
+        derived_event_id(str(created.event_id), EventType.INVENTORY_REJECTED),
+        order_id,
+        {"orderId": order_id, "reason": "insufficient_stock: re-drive test"},
+    )
+    publisher = Container(running_stack).publisher
+    publisher.publish([rejected], source="inventory")
 
     def letter() -> replay.DeadLetter | None:
         found = [d for d in replay.read_dead_letters(running_stack)
-                 if d.event_id == prepared.event_id]  # fmt: skip
+                 if d.event_id == rejected.id]  # fmt: skip
         return found[0] if found else None
 
     dead = eventually(letter, timeout=60, what="the event dead-lettered")
@@ -143,16 +152,22 @@ def test_dead_letter_listed_with_reason_and_redriven_after_the_fix(
     assert dead.destination.endswith(
         f":{stack.plan_stack(running_stack).function('order-status').port}/"
     )
-    assert dead.original_topic == EventType.SHIPPING_PREPARED.topic
+    assert dead.original_topic == EventType.INVENTORY_REJECTED.topic
     assert dead.order_id == order_id
-    seed_order(running_stack, records[0])  # the fix: the order exists now
+    unresolved = check_books(running_stack, order_ids=[order_id])
+    assert [v.subject for v in unresolved.violations if v.rule == "dead-letter"] == [rejected.id]
+
+    seed_order(running_stack, created)  # the fix: the order exists now
     outcome = replay.redrive(running_stack, [dead])
-    assert [(o.event_id, o.topic) for o in outcome] == [(prepared.event_id, prepared.topic)]
+    assert [(o.event_id, o.topic) for o in outcome] == [(rejected.id, rejected.type.topic)]
 
-    def confirmed() -> bool:
+    def cancelled() -> bool:
         order = client.get(order_id)
-        return order["status"] == "CONFIRMED" and any(
-            s["eventId"] == prepared.event_id for s in order["timeline"]
-        )
+        return order["status"] == "CANCELLED" and {"inventory.rejected", "notification.sent"} <= {
+            s["step"] for s in order["timeline"]
+        }
 
-    eventually(confirmed, timeout=30, what="the re-driven event handled")
+    eventually(cancelled, timeout=30, what="the re-driven event handled")
+    assert client.get(order_id)["reason"] == "insufficient_stock: re-drive test"
+    report = wait_for_books(running_stack, timeout=30, order_ids=[order_id])
+    assert report.ok, report
