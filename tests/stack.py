@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import psycopg
 
 from minimart.local import stack
+from minimart.local.servers.kafka_broker import jars_present
 from minimart.settings import Settings
 
 T = TypeVar("T")
@@ -59,3 +65,41 @@ def stock_of(settings: Settings, sku: str) -> dict[str, int]:
         ).fetchone()
     assert row is not None, sku
     return dict(zip(("initial", "available", "reserved", "shipped"), row, strict=True))
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (for a private server of a test)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextmanager
+def private_state_dir(prefix: str) -> Iterator[Path]:
+    """A state dir of a test's own servers, removed afterwards; it reuses the Kafka jars
+    `make install` fetched (no Maven run per session)."""
+    # Not pytest's tmp_path: its folders are 0700 and the postgres account must traverse it.
+    state_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    state_dir.chmod(0o755)
+    installed = Settings.from_env().state_dir / "kafka" / "jars"
+    if jars_present(installed):
+        (state_dir / "kafka").mkdir()
+        (state_dir / "kafka" / "jars").symlink_to(installed)
+    try:
+        yield state_dir
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def private_settings(state_dir: Path, ports: Mapping[str, int]) -> Settings:
+    """Settings of a private stack: ``ports`` maps e.g. MINIMART_KAFKA_PORT to a port."""
+    env = {"MINIMART_STATE_DIR": str(state_dir)}
+    env.update({name: str(port) for name, port in ports.items()})
+    return Settings.from_env(env)

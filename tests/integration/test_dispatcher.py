@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import statistics
 import threading
 import time
@@ -22,21 +21,14 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions, NewTopic
 from prometheus_client import REGISTRY
 
+from minimart.local import servers
 from minimart.local.dispatcher import DispatcherStalled, KafkaSourceDispatcher
 from minimart.local.manifests import Delivery, KafkaSourceSpec
 from minimart.settings import Settings
+from tests.stack import free_ports, private_settings, private_state_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-# A broker of its own, away from the default local stack's ports (MINIMART_TEST_* moves it).
-TEST_ENV = {
-    name: os.environ.get(name.replace("MINIMART_", "MINIMART_TEST_", 1), default)
-    for name, default in {
-        "MINIMART_STATE_DIR": "/tmp/mm-dispatch",
-        "MINIMART_KAFKA_PORT": "39092",
-        "MINIMART_KAFKA_CONTROLLER_PORT": "39093",
-    }.items()
-}
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -130,15 +122,16 @@ def poll(check: Callable[[], Any], timeout: float, interval: float = 0.02) -> An
 
 @pytest.fixture(scope="session")
 def settings() -> Iterator[Settings]:
-    test_settings = Settings.from_env(TEST_ENV)
-    try:
-        from minimart.local import servers
-    except ImportError:
-        pytest.skip("minimart.local.servers does not exist yet: no way to start a Kafka broker")
-    started = servers.ensure_up(test_settings, names=("kafka",))
-    yield test_settings
-    if started:
-        servers.stop_all(test_settings, names=started)
+    """A broker of its own, on free ports (fixed ones may be taken by ephemeral sockets)."""
+    kafka, controller = free_ports(2)
+    ports = {"MINIMART_KAFKA_PORT": kafka, "MINIMART_KAFKA_CONTROLLER_PORT": controller}
+    with private_state_dir("minimart-dispatch-") as state_dir:
+        test_settings = private_settings(state_dir, ports)
+        try:
+            servers.ensure_up(test_settings, names=("kafka",))
+            yield test_settings
+        finally:
+            servers.stop_all(test_settings)
 
 
 @pytest.fixture(scope="session")

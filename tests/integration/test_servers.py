@@ -7,11 +7,8 @@ state dir, so it never touches a developer's running stack (``make up``).
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,26 +24,13 @@ from pymongo import MongoClient
 
 from minimart.local import servers
 from minimart.local.manifests import load_topology
-from minimart.local.servers.kafka_broker import jars_present
 from minimart.local.servers.postgres import DATABASES
 from minimart.settings import PROJECT_ROOT, Settings
+from tests.stack import free_ports, private_settings, private_state_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
@@ -82,33 +66,16 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    # Not pytest's tmp_path: its folders are 0700 and the postgres account must traverse it.
-    state_dir = Path(tempfile.mkdtemp(prefix="minimart-it-", dir="/tmp"))
-    state_dir.chmod(0o755)
-    pg, rd, mg, kf, kc, pm = _free_ports(6)
-    settings = Settings.from_env(
-        {
-            "MINIMART_STATE_DIR": str(state_dir),
-            "MINIMART_POSTGRES_PORT": str(pg),
-            "MINIMART_REDIS_PORT": str(rd),
-            "MINIMART_MONGO_PORT": str(mg),
-            "MINIMART_KAFKA_PORT": str(kf),
-            "MINIMART_KAFKA_CONTROLLER_PORT": str(kc),
-            "MINIMART_PROMETHEUS_PORT": str(pm),
-        }
-    )
-    # Reuse the broker jars `make install` fetched (saves a Maven run per test session).
-    installed = Settings.from_env().state_dir / "kafka" / "jars"
-    if jars_present(installed):
-        (state_dir / "kafka").mkdir()
-        (state_dir / "kafka" / "jars").symlink_to(installed)
-    began = time.monotonic()
-    try:
-        started = servers.ensure_up(settings, servers.ALL)
-        yield Stack(settings, started, time.monotonic() - began)
-    finally:
-        servers.stop_all(settings)
-        shutil.rmtree(state_dir, ignore_errors=True)
+    names = ("POSTGRES", "REDIS", "MONGO", "KAFKA", "KAFKA_CONTROLLER", "PROMETHEUS")
+    ports = dict(zip((f"MINIMART_{n}_PORT" for n in names), free_ports(len(names)), strict=True))
+    with private_state_dir("minimart-it-") as state_dir:
+        settings = private_settings(state_dir, ports)
+        began = time.monotonic()
+        try:
+            started = servers.ensure_up(settings, servers.ALL)
+            yield Stack(settings, started, time.monotonic() - began)
+        finally:
+            servers.stop_all(settings)
 
 
 def _pg_row(settings: Settings, database: str, table: str) -> list[str]:
@@ -235,7 +202,7 @@ def test_missing_binary_names_the_package() -> None:
 
 
 def test_wait_for_port_times_out_on_a_closed_port() -> None:
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     with pytest.raises(TimeoutError):
         servers.wait_for_port("127.0.0.1", port, timeout=0.3)
 
