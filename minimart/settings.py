@@ -52,12 +52,12 @@ class Settings:
 
     state_dir: Path = PROJECT_ROOT / ".minimart"
     host: str = "127.0.0.1"
-    postgres_port: int = 55432
-    redis_port: int = 56379
-    mongo_port: int = 57017
-    kafka_port: int = 59092
-    kafka_controller_port: int = 59093
-    prometheus_port: int = 59090
+    postgres_port: int = 15432
+    redis_port: int = 16379
+    mongo_port: int = 17017
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    prometheus_port: int = 19090
     ingress_port: int = 8080
     function_port_base: int = 18081
     orders_dsn: str = ""
@@ -82,10 +82,10 @@ class Settings:
         env = os.environ if env is None else env
         host = env.get("MINIMART_HOST", "127.0.0.1")
         state_dir = Path(env.get("MINIMART_STATE_DIR", str(PROJECT_ROOT / ".minimart")))
-        pg_port = _int(env, "MINIMART_POSTGRES_PORT", 55432)
-        redis_port = _int(env, "MINIMART_REDIS_PORT", 56379)
-        mongo_port = _int(env, "MINIMART_MONGO_PORT", 57017)
-        kafka_port = _int(env, "MINIMART_KAFKA_PORT", 59092)
+        pg_port = _int(env, "MINIMART_POSTGRES_PORT", 15432)
+        redis_port = _int(env, "MINIMART_REDIS_PORT", 16379)
+        mongo_port = _int(env, "MINIMART_MONGO_PORT", 17017)
+        kafka_port = _int(env, "MINIMART_KAFKA_PORT", 19092)
 
         def dsn(key: str, database: str) -> str:
             return env.get(key) or f"postgresql://postgres@{host}:{pg_port}/{database}"
@@ -97,8 +97,8 @@ class Settings:
             redis_port=redis_port,
             mongo_port=mongo_port,
             kafka_port=kafka_port,
-            kafka_controller_port=_int(env, "MINIMART_KAFKA_CONTROLLER_PORT", 59093),
-            prometheus_port=_int(env, "MINIMART_PROMETHEUS_PORT", 59090),
+            kafka_controller_port=_int(env, "MINIMART_KAFKA_CONTROLLER_PORT", 19093),
+            prometheus_port=_int(env, "MINIMART_PROMETHEUS_PORT", 19090),
             ingress_port=_int(env, "MINIMART_INGRESS_PORT", 8080),
             function_port_base=_int(env, "MINIMART_FUNCTION_PORT_BASE", 18081),
             orders_dsn=dsn("MINIMART_ORDERS_DSN", "minimart_orders"),
