@@ -22,28 +22,17 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from minimart.local.manifests import Delivery, KafkaSourceSpec
+from minimart.local.replay import RecordedEvent
 from minimart.local.traced_delivery import TracedDeliverer
 from minimart.observability import tracing
 from minimart.settings import Settings
 
 OUT = Path(__file__).with_name("dispatcher_cpu.json")
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
 
 
 def _serve(port_out: Any) -> None:
@@ -65,7 +54,7 @@ def _serve(port_out: Any) -> None:
     server.serve_forever()
 
 
-def records(count: int) -> list[FakeRecord]:
+def records(count: int) -> list[RecordedEvent]:
     out = []
     for offset in range(count):
         order = str(uuid.uuid4())
@@ -84,14 +73,14 @@ def records(count: int) -> list[FakeRecord]:
         ]
         body = json.dumps({"orderId": order, "amount": "25.00", "items": [{"sku": "SKU-42"}]})
         out.append(
-            FakeRecord(
+            RecordedEvent(
                 "minimart.inventory.reserved", 0, offset, 0, order.encode(), body.encode(), headers
             )
         )
     return out
 
 
-def measure(deliverer: TracedDeliverer, batch: list[FakeRecord]) -> float:
+def measure(deliverer: TracedDeliverer, batch: list[RecordedEvent]) -> float:
     pool = deliverer.new_pool()
     stop = threading.Event()
     for record in batch[:50]:  # warm the connection and caches
