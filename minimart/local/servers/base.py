@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -122,6 +123,25 @@ class ManagedServer(ABC):
     def run_as(self) -> str | None:
         """The account the server runs as (None: whoever we are)."""
         return None
+
+    def run_tool(self, argv: list[str], what: str) -> None:
+        """Run a one-off setup tool (initdb, storage format) in the data dir, as the server's
+        account; ServerError with its output if it fails."""
+        who = process.account(self.run_as())
+        result = subprocess.run(
+            argv,
+            env=child_env(self.settings),
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            user=who.user,
+            group=who.group,
+            extra_groups=who.extra_groups,
+        )
+        if result.returncode != 0:
+            raise ServerError(f"{what} failed:\n{result.stdout}\n{result.stderr}")
 
     def is_ready(self) -> bool:
         """Whether the server answers a real request (not only accepts a connection)."""

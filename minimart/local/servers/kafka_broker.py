@@ -26,7 +26,6 @@ from minimart.local.servers.base import (
     ManagedServer,
     MissingBinaryError,
     ServerError,
-    child_env,
     require_binary,
 )
 from minimart.settings import PROJECT_ROOT, Settings
@@ -209,17 +208,7 @@ class Kafka(ManagedServer):
             "-c",
             str(self.properties),
         )
-        result = subprocess.run(
-            argv,
-            env=child_env(self.settings),
-            cwd=self.data_dir,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise ServerError(f"kafka storage format failed:\n{result.stdout}\n{result.stderr}")
+        self.run_tool(argv, "kafka storage format")
 
     def command(self) -> list[str]:
         return self._java("kafka.Kafka", str(self.properties))

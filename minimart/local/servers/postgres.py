@@ -7,19 +7,15 @@ import os
 import pwd
 import signal
 import stat
-import subprocess
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from minimart.local.servers import process
 from minimart.local.servers.base import (
     INSTALL_HINT,
     ManagedServer,
     MissingBinaryError,
-    ServerError,
-    child_env,
 )
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -110,21 +106,7 @@ class Postgres(ManagedServer):
             "--encoding=UTF8",
             "--locale=C",
         ]
-        who = process.account(self.run_as())
-        result = subprocess.run(
-            argv,
-            env=child_env(self.settings),
-            cwd=self.data_dir,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            user=who.user,
-            group=who.group,
-            extra_groups=who.extra_groups,
-        )
-        if result.returncode != 0:
-            raise ServerError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+        self.run_tool(argv, "initdb")
         (self.data_dir / "pg_hba.conf").write_text(
             "# minimart local stack: trust, loopback only\n"
             "local all all trust\n"
