@@ -79,13 +79,15 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``env`` (default: the process environment); unset keys keep the
+        field defaults above."""
         env = os.environ if env is None else env
-        host = env.get("MINIMART_HOST", "127.0.0.1")
-        state_dir = Path(env.get("MINIMART_STATE_DIR", str(PROJECT_ROOT / ".minimart")))
-        pg_port = _int(env, "MINIMART_POSTGRES_PORT", 15432)
-        redis_port = _int(env, "MINIMART_REDIS_PORT", 16379)
-        mongo_port = _int(env, "MINIMART_MONGO_PORT", 17017)
-        kafka_port = _int(env, "MINIMART_KAFKA_PORT", 19092)
+        host = env.get("MINIMART_HOST", cls.host)
+        state_dir = Path(env.get("MINIMART_STATE_DIR", str(cls.state_dir)))
+        pg_port = _int(env, "MINIMART_POSTGRES_PORT", cls.postgres_port)
+        redis_port = _int(env, "MINIMART_REDIS_PORT", cls.redis_port)
+        mongo_port = _int(env, "MINIMART_MONGO_PORT", cls.mongo_port)
+        kafka_port = _int(env, "MINIMART_KAFKA_PORT", cls.kafka_port)
 
         def dsn(key: str, database: str) -> str:
             return env.get(key) or f"postgresql://postgres@{host}:{pg_port}/{database}"
@@ -97,10 +99,12 @@ class Settings:
             redis_port=redis_port,
             mongo_port=mongo_port,
             kafka_port=kafka_port,
-            kafka_controller_port=_int(env, "MINIMART_KAFKA_CONTROLLER_PORT", 19093),
-            prometheus_port=_int(env, "MINIMART_PROMETHEUS_PORT", 19090),
-            ingress_port=_int(env, "MINIMART_INGRESS_PORT", 8080),
-            function_port_base=_int(env, "MINIMART_FUNCTION_PORT_BASE", 18081),
+            kafka_controller_port=_int(
+                env, "MINIMART_KAFKA_CONTROLLER_PORT", cls.kafka_controller_port
+            ),
+            prometheus_port=_int(env, "MINIMART_PROMETHEUS_PORT", cls.prometheus_port),
+            ingress_port=_int(env, "MINIMART_INGRESS_PORT", cls.ingress_port),
+            function_port_base=_int(env, "MINIMART_FUNCTION_PORT_BASE", cls.function_port_base),
             orders_dsn=dsn("MINIMART_ORDERS_DSN", "minimart_orders"),
             inventory_dsn=dsn("MINIMART_INVENTORY_DSN", "minimart_inventory"),
             payments_dsn=dsn("MINIMART_PAYMENTS_DSN", "minimart_payments"),
@@ -109,12 +113,16 @@ class Settings:
             kafka_bootstrap=env.get("MINIMART_KAFKA_BOOTSTRAP") or f"{host}:{kafka_port}",
             payment_decline_rate=_rate(env, "MINIMART_PAYMENT_DECLINE_RATE"),
             shipping_failure_rate=_rate(env, "MINIMART_SHIPPING_FAILURE_RATE"),
-            default_credit_limit_cents=_int(env, "MINIMART_DEFAULT_CREDIT_LIMIT_CENTS", 100_000),
-            max_items_per_order=_int(env, "MINIMART_MAX_ITEMS_PER_ORDER", 50),
-            max_quantity_per_line=_int(env, "MINIMART_MAX_QUANTITY_PER_LINE", 1_000),
+            default_credit_limit_cents=_int(
+                env, "MINIMART_DEFAULT_CREDIT_LIMIT_CENTS", cls.default_credit_limit_cents
+            ),
+            max_items_per_order=_int(env, "MINIMART_MAX_ITEMS_PER_ORDER", cls.max_items_per_order),
+            max_quantity_per_line=_int(
+                env, "MINIMART_MAX_QUANTITY_PER_LINE", cls.max_quantity_per_line
+            ),
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
             trace_file=env.get("MINIMART_TRACE_FILE", ""),
-            trace_sample_ratio=_rate(env, "MINIMART_TRACE_SAMPLE_RATIO", 1.0),
+            trace_sample_ratio=_rate(env, "MINIMART_TRACE_SAMPLE_RATIO", cls.trace_sample_ratio),
             service_name=env.get("MINIMART_SERVICE_NAME") or env.get("K_SERVICE", "minimart"),
         )
 
