@@ -73,7 +73,7 @@ class Container:
     @cached_property
     def publisher(self) -> KafkaPublisher:
         producer = make_producer(self.settings.kafka_bootstrap, self.settings.service_name)
-        return KafkaPublisher(producer, inject_headers=_trace_header_injector())
+        return KafkaPublisher(producer, inject_headers=tracing.kafka_header_injector())
 
     @cached_property
     def shipments(self) -> MongoShipments:
@@ -225,10 +225,6 @@ STEPS: Mapping[str, Step] = {
     ),
     "notification": Step("notification", frozenset(notification.TEMPLATES), _notification),
 }
-
-
-def _trace_header_injector() -> Callable[[list[tuple[str, bytes]]], None] | None:
-    return tracing.kafka_header_injector()
 
 
 _container: Container | None = None
