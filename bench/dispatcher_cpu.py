@@ -89,8 +89,7 @@ def measure(deliverer: TracedDeliverer, batch: list[RecordedEvent]) -> float:
     for record in batch:
         deliverer.deliver(record, pool, stop)
     spent = time.process_time() - began
-    close = getattr(deliverer, "close_pool", None)  # absent before 2026-11-25
-    close(pool) if close else pool.clear()
+    deliverer.close_pool(pool)
     return spent / len(batch)
 
 

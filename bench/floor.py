@@ -28,6 +28,7 @@ from kafka.admin import NewTopic
 
 from minimart.adapters.kafka_publisher import make_producer
 from minimart.local import stack
+from minimart.local.kafka_limits import FETCH_LIMITS
 from minimart.local.servers import process
 from minimart.settings import PROJECT_ROOT, Settings
 
@@ -158,6 +159,7 @@ class Floor:
             auto_offset_reset="latest",
             fetch_max_wait_ms=10,
             enable_auto_commit=False,
+            **FETCH_LIMITS,
         )
         while not consumer.assignment():
             consumer.poll(timeout_ms=100)

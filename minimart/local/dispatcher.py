@@ -12,10 +12,12 @@ Design:
   delivered, dead-lettered or (without a dead-letter sink) dropped. The main thread commits
   done offsets asynchronously every ``COMMIT_INTERVAL_S``; revocation and shutdown commit
   what is done before the partitions are given up.
-* Rebalance: kafka-python runs the listener on its IO thread; revoked partitions' workers are
-  stopped (their queued records are discarded, a retry wait is cut short, an HTTP attempt in
-  flight is allowed to finish within ``REVOKE_WAIT_S``), then their done offsets are committed.
-  A partition that is lost (evicted member) is stopped without committing.
+* Rebalance: kafka-python runs the listener inside ``poll()`` on the main thread; revoked
+  partitions' workers are stopped (their queued records are discarded, a retry wait is cut
+  short, an HTTP attempt in flight is allowed to finish within ``REVOKE_WAIT_S``), then their
+  done offsets are committed synchronously, before the group is rejoined.
+  kafka-python 2.3 reports partitions lost by an evicted member as revoked: their commit is
+  then refused (stale generation) and the next owner redelivers from the last commit.
 * Partitions added to a subscribed topic are seen within ``METADATA_MAX_AGE_MS`` (the metadata
   refresh makes the group rebalance). ``MAX_POLL_INTERVAL_MS`` is the rebalance timeout: how
   long the broker holds a JoinGroup for a member that has not rejoined, and how long this
@@ -43,6 +45,7 @@ from kafka.structs import OffsetAndMetadata
 from prometheus_client import Gauge, start_http_server
 
 from minimart.local.delivery import Deliverer, KafkaDeadLetterSink, Record
+from minimart.local.kafka_limits import FETCH_LIMITS
 from minimart.local.manifests import KafkaSourceSpec, load_topology
 from minimart.local.traced_delivery import TracedDeliverer
 from minimart.observability import tracing
@@ -68,8 +71,8 @@ MAX_POLL_RECORDS = 100
 MAX_BACKLOG = 2 * MAX_POLL_RECORDS
 COMMIT_INTERVAL_S = 0.25
 LAG_INTERVAL_S = 2.0
-# How long a revocation waits for an HTTP attempt in flight. The listener runs on
-# kafka-python's IO loop, so heartbeats wait meanwhile: keep it well below the session timeout.
+# How long a revocation waits for an HTTP attempt in flight; the rebalance waits meanwhile, so
+# keep it well below the session timeout.
 REVOKE_WAIT_S = 2.0
 
 CONSUMER_LAG = Gauge(
@@ -145,10 +148,7 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._dispatcher = dispatcher
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._dispatcher._release(revoked, commit=True)
-
-    def on_partitions_lost(self, lost: Iterable[TopicPartition]) -> None:
-        self._dispatcher._release(lost, commit=False)
+        self._dispatcher._release(revoked)
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self._dispatcher._on_assigned(sorted(assigned))
@@ -245,6 +245,9 @@ class KafkaSourceDispatcher:
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             max_poll_records=MAX_POLL_RECORDS,
+            # kafka-python's client metrics: never read, ~5% of the consumer's CPU per fetch.
+            metrics_enabled=False,
+            **FETCH_LIMITS,
         )
 
     def _new_producer(self) -> KafkaProducer:
@@ -253,6 +256,7 @@ class KafkaSourceDispatcher:
             client_id=f"{self.spec.name}-deadletter",
             acks="all",
             linger_ms=0,
+            metrics_enabled=False,
         )
 
     def _dispatch(self, consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
@@ -362,7 +366,7 @@ class KafkaSourceDispatcher:
             with contextlib.suppress(KeyError):
                 CONSUMER_LAG.remove(self.spec.name, tp.topic, str(tp.partition))
 
-    # -- rebalance (kafka-python's IO thread) ----------------------------------------------
+    # -- rebalance (inside consumer.poll(), on the main thread) --------------------------------
 
     def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.spec.name, assigned)
@@ -371,7 +375,7 @@ class KafkaSourceDispatcher:
         if assigned:
             self.assigned.set()
 
-    def _release(self, tps: Iterable[TopicPartition], commit: bool) -> None:
+    def _release(self, tps: Iterable[TopicPartition]) -> None:
         tps = list(tps)
         if self._unassigned_since is None:
             self._unassigned_since = time.monotonic()
@@ -383,17 +387,16 @@ class KafkaSourceDispatcher:
         for worker in workers:
             if not worker.join(max(0.0, deadline - time.monotonic())):
                 log.warning("%s: %s revoked while still delivering", self.spec.name, worker.tp)
+        consumer = self._consumer
+        if consumer is not None:
+            # kafka-python 2.3 calls the listener from poll() on the main thread before it
+            # rejoins the group: a synchronous commit gives the next owner its exact start.
+            self._commit(consumer, tps, sync=True)
         with self._lock:
-            offsets = self._pending_offsets(tps) if commit else {}
             for tp in tps:
                 self._workers.pop(tp, None)
                 self._committed.pop(tp, None)
                 self._paused.discard(tp)
-        consumer = self._consumer
-        if offsets and consumer is not None:
-            # Non-blocking: a blocking commit cannot run on kafka-python's IO thread. The
-            # request is queued before the JoinGroup, so the next owner starts from it.
-            consumer.commit_async(offsets, callback=self._on_commit)
         self._forget_lag(tps)
         if workers:
             log.info("%s: released %s", self.spec.name, sorted(w.tp for w in workers))

@@ -30,6 +30,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from minimart.catalog import DEAD_LETTER_TOPIC, EventType, derived_event_id
 from minimart.domain.rules import label_id, payment_id
 from minimart.local.delivery import to_event
+from minimart.local.kafka_limits import FETCH_LIMITS
 from minimart.local.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
@@ -119,6 +120,7 @@ def read_topics(
         group_id=None,
         fetch_max_wait_ms=50,
         consumer_timeout_ms=1_000,
+        **FETCH_LIMITS,
     )
     try:
         partitions = [
@@ -251,14 +253,16 @@ def wait_drained(settings: Settings, timeout: float = 60.0) -> None:
     """Return once every KafkaSource's consumer group has committed up to its topics' end."""
     topology = load_topology(PROJECT_ROOT)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="drain")
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=None, **FETCH_LIMITS
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
             behind = []
             for source in topology.sources:
                 group = source.consumer_group
-                committed = admin.list_group_offsets({group: None}).get(group, {})
+                committed = admin.list_consumer_group_offsets(group)
                 tps = [
                     TopicPartition(topic, p)
                     for topic in source.topics

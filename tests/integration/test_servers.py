@@ -262,7 +262,7 @@ def test_kafka_topics_match_the_manifests_and_carry_records(stack: Stack) -> Non
         described = admin.describe_topics(list(wanted))
     finally:
         admin.close()
-    assert {item["name"]: len(item["partitions"]) for item in described} == dict(wanted)
+    assert {item["topic"]: len(item["partitions"]) for item in described} == dict(wanted)
 
     topic, partitions = max(wanted.items(), key=lambda item: item[1])
     value = _uid().encode()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions, NewTopic
-from kafka.errors import TopicAlreadyExistsError, for_code
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from minimart.local.manifests import load_topology
 from minimart.local.servers.base import (
@@ -235,7 +235,7 @@ class Kafka(ManagedServer):
         client = self.admin()
         try:
             existing = {
-                item["name"]: len(item["partitions"])
+                item["topic"]: len(item["partitions"])
                 for item in client.describe_topics(list(set(client.list_topics()) & set(wanted)))
             }
             missing = [
@@ -243,12 +243,13 @@ class Kafka(ManagedServer):
                 for topic, count in wanted.items()
                 if topic not in existing
             ]
-            if missing:
-                response = client.create_topics(missing, timeout_ms=30_000, raise_errors=False)
-                for item in response["topics"]:
-                    error = for_code(item["error_code"])
-                    if item["error_code"] and error is not TopicAlreadyExistsError:
-                        raise ServerError(f"cannot create topic {item['name']}: {error.__name__}")
+            for topic in missing:  # one request each: an error names its topic
+                try:
+                    client.create_topics([topic], timeout_ms=30_000)
+                except TopicAlreadyExistsError:
+                    pass  # another `up` created it meanwhile
+                except KafkaError as exc:
+                    raise ServerError(f"cannot create topic {topic.name}: {exc}") from exc
             grow = {
                 topic: NewPartitions(total_count=wanted[topic])
                 for topic, count in existing.items()
