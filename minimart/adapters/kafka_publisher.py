@@ -33,7 +33,9 @@ def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
         bootstrap_servers=bootstrap,
         client_id=client_id,
         acks="all",
-        linger_ms=1,
+        # No linger: a step waits for the ack anyway, and kafka-python's sender thread spins
+        # through the linger wait (1 ms cost 1.5 ms CPU per send vs 0.6 ms without).
+        linger_ms=0,
         retries=5,
         request_timeout_ms=10_000,
         max_block_ms=10_000,
