@@ -1,7 +1,7 @@
 """``python -m bench``: the saga benchmark on the local stack, in one run.
 
 1. the transport floor (bench/floor.py) at the floor rates;
-2. open-loop arrival rates (default 10, 50, 100, 150, 200 orders/s, then upward while the
+2. open-loop arrival rates (default 10, 25, 50, 100, 150, 200 orders/s, then upward while the
    stack keeps up, then one bisection step): end-to-end latency, backlog over time, POST
    latency, CPU seconds per completed order across every process of the stack;
 3. POST /orders alone, closed loop, for its throughput;
@@ -402,7 +402,7 @@ def machine() -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--rates", default="10,50,100,150,200", help="orders/s, comma-separated")
+    parser.add_argument("--rates", default="10,25,50,100,150,200", help="orders/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0, help="window per rate")
     parser.add_argument("--drain", type=float, default=30.0, help="max wait for completion")
     parser.add_argument("--max-rate", type=float, default=400.0)
