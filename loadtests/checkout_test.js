@@ -6,7 +6,7 @@
 // Parameters (all optional, -e NAME=value):
 //   BASE_URL        the order API (default http://127.0.0.1:8080); the cluster ingress works too
 //   DURATION        length of the steady stage (default 40s); RAMP (default 10s) before and after
-//   START_RATE      orders/s at the start (default 5);  PEAK_RATE orders/s at the peak (default 15,
+//   START_RATE      orders/s at the start (default 5);  PEAK_RATE orders/s at the peak (default 25,
 //                   below what one 2-core machine completes: see docs/performance.md)
 //   FOLLOW_RATE     orders/s followed to their final state (default 2)
 //   FINAL_TIMEOUT_S how long a followed order may take to finish (default 30)
@@ -26,7 +26,7 @@ const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
 const DURATION = __ENV.DURATION || '40s';
 const RAMP = __ENV.RAMP || '10s';
 const START_RATE = parseInt(__ENV.START_RATE || '5', 10);
-const PEAK_RATE = parseInt(__ENV.PEAK_RATE || '15', 10);
+const PEAK_RATE = parseInt(__ENV.PEAK_RATE || '25', 10);
 const FOLLOW_RATE = parseInt(__ENV.FOLLOW_RATE || '2', 10);
 const FINAL_TIMEOUT_S = parseFloat(__ENV.FINAL_TIMEOUT_S || '30');
 
