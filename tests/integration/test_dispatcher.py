@@ -633,7 +633,7 @@ def test_the_watchdog_ends_a_dispatcher_left_without_partitions(
     try:
         zombie.subscribe([topic])
         poll(lambda: zombie.poll(timeout_ms=100) is not None and zombie.assignment(), 15)
-        # From now on the zombie only heartbeats (kafka-python's heartbeat thread): it never rejoins.
+        # From now on the zombie only heartbeats (its heartbeat thread): it never rejoins.
         dispatcher = KafkaSourceDispatcher(spec, sink.url, settings, watchdog_s=4.0)
         errors: list[BaseException] = []
 
