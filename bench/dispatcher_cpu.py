@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bench import labelled_results
 from minimart.local.manifests import Delivery, KafkaSourceSpec
 from minimart.local.replay import RecordedEvent
 from minimart.local.traced_delivery import TracedDeliverer
@@ -141,10 +142,7 @@ def main() -> None:
         "cpu_per_delivery_tracing_off": summary(off),
         "cpu_per_delivery_tracing_on": summary(on),
     }
-    print(json.dumps(result, indent=2))
-    previous = json.loads(OUT.read_text()) if OUT.exists() else {}
-    previous[args.label] = result
-    OUT.write_text(json.dumps(previous, indent=2) + "\n")
+    labelled_results.record(OUT, args.label, result)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ bench/kafka_clients.json. Throwaway topics ``bench.client.<run>.*`` are deleted 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import time
@@ -31,6 +30,7 @@ import kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
+from bench import labelled_results
 from minimart.settings import Settings
 
 OUT = Path(__file__).with_name("kafka_clients.json")
@@ -139,10 +139,7 @@ def main() -> None:
     finally:
         admin.delete_topics(topics)
         admin.close()
-    print(json.dumps(result, indent=2))
-    previous = json.loads(OUT.read_text()) if OUT.exists() else {}
-    previous[args.label] = result
-    OUT.write_text(json.dumps(previous, indent=2) + "\n")
+    labelled_results.record(OUT, args.label, result)
 
 
 if __name__ == "__main__":
