@@ -118,16 +118,17 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_function(fn: FunctionProcess, settings: Settings) -> bool:
-    """Start one function unless it runs; True if started."""
-    with process.lock(fn.process_name, settings):  # two `up`s at once start it once
-        if process.is_running(fn.process_name, settings):
+def _start_once(name: str, argv: list[str], service: str, settings: Settings) -> bool:
+    """Spawn ``name`` unless it runs (two `up`s at once start it once); True if started."""
+    with process.lock(name, settings):
+        if process.is_running(name, settings):
             return False
-        _spawn_function(fn, settings)
+        process.spawn(name, argv, env=_env(settings, service), cwd=PROJECT_ROOT, settings=settings)
     return True
 
 
-def _spawn_function(fn: FunctionProcess, settings: Settings) -> None:
+def start_function(fn: FunctionProcess, settings: Settings) -> bool:
+    """Start one function unless it runs; True if started."""
     argv = [
         str(Path(_python()).parent / "functions-framework"),
         "--target=handle",
@@ -136,9 +137,7 @@ def _spawn_function(fn: FunctionProcess, settings: Settings) -> None:
         "--host=127.0.0.1",
         f"--port={fn.port}",
     ]
-    process.spawn(
-        fn.process_name, argv, env=_env(settings, fn.service), cwd=PROJECT_ROOT, settings=settings
-    )
+    return _start_once(fn.process_name, argv, fn.service, settings)
 
 
 def wait_function_ready(fn: FunctionProcess, settings: Settings) -> None:
@@ -154,14 +153,6 @@ def wait_function_ready(fn: FunctionProcess, settings: Settings) -> None:
 
 def start_dispatcher(dispatcher: DispatcherProcess, settings: Settings) -> bool:
     """Start one dispatcher unless it runs; True if started."""
-    with process.lock(dispatcher.process_name, settings):
-        if process.is_running(dispatcher.process_name, settings):
-            return False
-        _spawn_dispatcher(dispatcher, settings)
-    return True
-
-
-def _spawn_dispatcher(dispatcher: DispatcherProcess, settings: Settings) -> None:
     argv = [
         _python(),
         "-m",
@@ -170,13 +161,7 @@ def _spawn_dispatcher(dispatcher: DispatcherProcess, settings: Settings) -> None
         f"--sink-url={dispatcher.sink_url}",
         f"--metrics-port={dispatcher.metrics_port}",
     ]
-    process.spawn(
-        dispatcher.process_name,
-        argv,
-        env=_env(settings, dispatcher.process_name),
-        cwd=PROJECT_ROOT,
-        settings=settings,
-    )
+    return _start_once(dispatcher.process_name, argv, dispatcher.process_name, settings)
 
 
 def up(settings: Settings, plan: StackPlan | None = None) -> list[str]:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # modification time of its pid file.
 _START_SLACK_S = 2.0
 _POLL_S = 0.05
+# How long SIGKILLed processes may take to disappear before that is an error.
+KILL_WAIT_S = 5.0
 
 # Children of this Python process, kept so that they are reaped (no zombies) when they exit.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -253,10 +255,13 @@ def _signal(pid: int, sig: int, group: bool) -> None:
         pass
 
 
-def _kill_all(pid: int, family: Sequence[int]) -> None:
+def _kill_all(name: str, pid: int, family: Sequence[int]) -> None:
+    """SIGKILL the process group and every family member; return once all are gone."""
     _signal(pid, signal.SIGKILL, True)
     for member in family:
         _signal(member, signal.SIGKILL, False)
+    if not _wait_gone(pid, family, time.monotonic() + KILL_WAIT_S):
+        raise ProcessError(f"{name} (pid {pid}) survives SIGKILL")
 
 
 def stop_process(
@@ -280,9 +285,7 @@ def stop_process(
     _signal(pid, sig, group if alive else True)
     if not _wait_gone(pid, family, time.monotonic() + timeout):
         log.warning("%s (pid %d) did not stop within %.0fs: SIGKILL", name, pid, timeout)
-        _kill_all(pid, family)
-        if not _wait_gone(pid, family, time.monotonic() + 5.0):
-            raise ProcessError(f"{name} (pid {pid}) survives SIGKILL")
+        _kill_all(name, pid, family)
     pid_path(name, settings).unlink(missing_ok=True)
     log.info("stopped %s (pid %d)", name, pid)
     return True
@@ -294,9 +297,7 @@ def kill_process(name: str, settings: Settings) -> bool:
     if pid is None:
         return False
     family = family_pids(pid)
-    _kill_all(pid, family)
-    if not _wait_gone(pid, family, time.monotonic() + 5.0):
-        raise ProcessError(f"{name} (pid {pid}) survives SIGKILL")
+    _kill_all(name, pid, family)
     pid_path(name, settings).unlink(missing_ok=True)
     log.info("killed %s (pid %d)", name, pid)
     return True
