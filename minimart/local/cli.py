@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "down":
         print("stopped: " + (", ".join(stack.down(settings)) or "nothing"))
     elif args.command == "status":
-        for name, running in stack.status(settings).items():
-            print(f"  {'up  ' if running else 'down'}  {name}")
+        print(stack.format_status(stack.status(settings)))
     elif args.command == "order":
         address = {**ADDRESS, "country": args.country, "postalCode": args.postal_code}
         items = [{"sku": args.sku, "quantity": args.quantity}]
