@@ -173,6 +173,7 @@ RELAY_EVERY = 5
 WARM_UP: Mapping[str, tuple[str, ...]] = {
     "order": ("orders_pool", "intake", "publisher"),
     "order-status": ("orders_pool", "publisher"),
+    "redrive": ("publisher",),  # it publishes dead letters again (minimart.entrypoints)
     "inventory": ("inventory_pool", "publisher"),
     "payment": ("payments_pool", "publisher"),
     "shipping": ("shipments", "publisher"),

@@ -7,21 +7,30 @@ anything transient raises, which answers 500 and is retried.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 import flask
+import requests
 from cloudevents.http import CloudEvent
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from minimart.bootstrap import STEPS, Container, container
-from minimart.catalog import InvalidEvent, parse
+from minimart.catalog import DEAD_LETTER_TOPIC, InvalidEvent, parse
+from minimart.handlers import redrive
 from minimart.observability import tracing
 from minimart.problems import problem
 
+if TYPE_CHECKING:
+    from minimart.local.replay import RecordedEvent
+
 log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_S = 2.0
 
 EVENTS_HANDLED = Counter(
     "minimart_events_handled_total",
@@ -85,6 +94,66 @@ def _handle(service: str, cloud_event: CloudEvent, c: Container) -> None:
     tracing.annotate({"minimart.emitted": [e.type.short for e in emitted]})
     EVENTS_HANDLED.labels(service, event.type.short, "ok").inc()
     STEP_SECONDS.labels(service, event.type.short).observe(time.perf_counter() - started)
+
+
+def handle_dead_letter(cloud_event: CloudEvent) -> None:
+    """The re-drive function: a dead letter back to its topic when its failure was transient
+    and its sink is healthy again (``minimart.handlers.redrive``); 503 while the sink is down,
+    so the re-drive KafkaSource retries later; a poison letter is left where it is."""
+    # The dead-letter code the ops console uses too; imported here, not at the top, so that
+    # the saga functions do not load the dispatcher's metrics with it.
+    from minimart.local import replay
+
+    c = container()
+    letter = replay.dead_letter(_record_of(cloud_event, flask.request))
+    decision = redrive.decide(
+        code=letter.code,
+        destination=letter.destination,
+        original_topic=letter.original_topic,
+        redrives=letter.redrives,
+        own_host=flask.request.host,
+        sink_healthy=lambda: _healthy(letter.destination),
+    )
+    level = logging.WARNING if decision.verdict is redrive.Verdict.KEEP else logging.INFO
+    log.log(level, "dead letter %s (%s): %s, %s", letter.event_id, letter.reason[:200],
+            decision.verdict, decision.reason)  # fmt: skip
+    EVENTS_HANDLED.labels("redrive", "deadletter", decision.verdict.value).inc()
+    if decision.verdict is redrive.Verdict.WAIT:
+        flask.abort(problem(503, "sink-down", "Sink not healthy yet", decision.reason))
+    if decision.verdict is redrive.Verdict.REDRIVE and letter.original_topic is not None:
+        record = replay.redriven_record(letter, letter.original_topic)
+        c.publisher.publish_record(record.topic, record.key, record.value,
+                                   [(k, v or b"") for k, v in record.headers])  # fmt: skip
+
+
+def _record_of(cloud_event: CloudEvent, request: flask.Request) -> RecordedEvent:
+    """The Kafka record a delivered CloudEvent came from (binary mode: ``ce_`` headers, the
+    data as the value) keyed by its order (``partitionkey``, else ``subject``) as it was: the
+    key picks the partition, which keeps an order's events in order."""
+    from minimart.local.replay import RecordedEvent
+
+    attributes = {k: str(v) for k, v in cloud_event.get_attributes().items()}
+    content_type = attributes.pop("datacontenttype", None)
+    headers: list[tuple[str, bytes | None]] = [
+        (f"ce_{name}", value.encode()) for name, value in attributes.items()
+    ]
+    if content_type is not None:
+        headers.append(("content-type", content_type.encode()))
+    if "ce-specversion" in request.headers:  # binary mode: the body is the data as it was
+        value = request.get_data()
+    else:
+        data = cloud_event.get_data()
+        value = data if isinstance(data, bytes) else json.dumps(data).encode()
+    key = attributes.get("partitionkey") or attributes.get("subject")
+    return RecordedEvent(DEAD_LETTER_TOPIC, -1, -1, -1, key.encode() if key else None, value,
+                         headers)  # fmt: skip
+
+
+def _healthy(sink_url: str) -> bool:
+    try:
+        return requests.get(urljoin(sink_url, "/healthz"), timeout=HEALTH_TIMEOUT_S).ok
+    except requests.RequestException:
+        return False
 
 
 def install_operational_routes(app: flask.Flask, service: str) -> None:

@@ -37,6 +37,8 @@ from minimart.settings import PROJECT_ROOT, Settings
 SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)
 _HTML_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.S)
 ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
+# How many times an event was re-driven (a CloudEvents extension each re-drive increments).
+REDRIVES_EXTENSION = "minimartredrives"
 
 
 @dataclass(frozen=True)
@@ -311,6 +313,12 @@ class DeadLetter:
         return f"HTTP {self.code} from {self.destination}: {self.detail}"
 
     @property
+    def redrives(self) -> int:
+        """How many times this event had been re-driven before it died (this time)."""
+        raw = self.record.header(f"ce_{REDRIVES_EXTENSION}") or "0"
+        return int(raw) if raw.isdigit() else 0
+
+    @property
     def original_topic(self) -> str | None:
         """Where the event came from, from its type (the catalog); None for unknown types."""
         try:
@@ -327,21 +335,21 @@ def _order_id_of(rec: RecordedEvent) -> str | None:
     return None if rec.key is None else rec.key.decode("utf-8", errors="replace")
 
 
+def dead_letter(rec: RecordedEvent) -> DeadLetter:
+    """A record of the dead-letter topic, with the reason it carries."""
+    return DeadLetter(
+        record=rec,
+        event_id=rec.event_id or f"partition:{rec.partition}/offset:{rec.offset}",
+        event_type=rec.event_type or "",
+        destination=rec.header("ce_knativeerrordest") or "",
+        code=rec.header("ce_knativeerrorcode") or "",
+        data=rec.header("ce_knativeerrordata") or "",
+        order_id=_order_id_of(rec),
+    )
+
+
 def read_dead_letters(settings: Settings) -> list[DeadLetter]:
-    letters = []
-    for rec in read_topics(settings, [DEAD_LETTER_TOPIC]):
-        letters.append(
-            DeadLetter(
-                record=rec,
-                event_id=rec.event_id or f"partition:{rec.partition}/offset:{rec.offset}",
-                event_type=rec.event_type or "",
-                destination=rec.header("ce_knativeerrordest") or "",
-                code=rec.header("ce_knativeerrorcode") or "",
-                data=rec.header("ce_knativeerrordata") or "",
-                order_id=_order_id_of(rec),
-            )
-        )
-    return letters
+    return [dead_letter(rec) for rec in read_topics(settings, [DEAD_LETTER_TOPIC])]
 
 
 @dataclass(frozen=True)
@@ -368,18 +376,22 @@ def redrive(
                 Redriven(letter.event_id, None, f"skipped: unknown type {letter.event_type!r}")
             )
             continue
-        headers = [
-            (k, v)
-            for k, v in letter.record.headers
-            if k.lower().removeprefix("ce_") not in ERROR_EXTENSIONS
-        ]
-        to_send.append(
-            RecordedEvent(topic, -1, -1, -1, letter.record.key, letter.record.value, headers)
-        )
+        to_send.append(redriven_record(letter, topic))
         outcome.append(Redriven(letter.event_id, topic, "re-published"))
     if to_send:
         replay_to_kafka(settings, to_send, rate)
     return outcome
+
+
+def redriven_record(letter: DeadLetter, topic: str) -> RecordedEvent:
+    """The dead letter as a record of ``topic`` again: without the error extensions, its
+    re-drive count one higher."""
+    dropped = {*ERROR_EXTENSIONS, REDRIVES_EXTENSION}
+    headers = [
+        (k, v) for k, v in letter.record.headers if k.lower().removeprefix("ce_") not in dropped
+    ]
+    headers.append((f"ce_{REDRIVES_EXTENSION}", str(letter.redrives + 1).encode()))
+    return RecordedEvent(topic, -1, -1, -1, letter.record.key, letter.record.value, headers)
 
 
 def rebase(
