@@ -27,8 +27,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from minimart.adapters.kafka_publisher import make_producer
+from minimart.kafka_clients import FETCH_LIMITS
 from minimart.local import stack
-from minimart.local.kafka_limits import FETCH_LIMITS
 from minimart.local.servers import process
 from minimart.settings import PROJECT_ROOT, Settings
 

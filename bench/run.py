@@ -34,8 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import floor as floor_mod
 from bench import load
 from minimart.local import stack
-from minimart.local.manifests import load_topology
 from minimart.local.servers import process
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("bench")

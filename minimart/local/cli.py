@@ -9,9 +9,10 @@ import sys
 import uuid
 from typing import Any
 
-from minimart.local import observe, ops, stack
-from minimart.local.client import OrderClient, format_timeline
-from minimart.local.inspect import order_effects
+from minimart.console import commands as ops
+from minimart.console.client import OrderClient, format_timeline
+from minimart.console.effects import order_effects
+from minimart.local import observe, stack
 from minimart.settings import Settings
 
 ADDRESS = {"name": "Ada", "line1": "1 Loop Rd", "city": "Springfield", "postalCode": "12345"}

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import urllib3
 from prometheus_client import Counter, Histogram
 
-from minimart.local.manifests import KafkaSourceSpec
+from minimart.manifests import KafkaSourceSpec
 
 log = logging.getLogger(__name__)
 

@@ -44,10 +44,10 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Gauge, start_http_server
 
+from minimart.kafka_clients import FETCH_LIMITS
 from minimart.local.delivery import Deliverer, KafkaDeadLetterSink, Record
-from minimart.local.kafka_limits import FETCH_LIMITS
-from minimart.local.manifests import KafkaSourceSpec, load_topology
 from minimart.local.traced_delivery import TracedDeliverer
+from minimart.manifests import KafkaSourceSpec, load_topology
 from minimart.observability import tracing
 from minimart.settings import PROJECT_ROOT, Settings
 

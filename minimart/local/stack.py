@@ -17,9 +17,9 @@ from pathlib import Path
 import requests
 
 from minimart.local import servers
-from minimart.local.manifests import KafkaSourceSpec, Topology, load_topology
 from minimart.local.servers import process
 from minimart.local.servers.base import child_env
+from minimart.manifests import KafkaSourceSpec, Topology, load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from minimart.local.delivery import (
     Pool,
     Record,
 )
-from minimart.local.manifests import KafkaSourceSpec
+from minimart.manifests import KafkaSourceSpec
 from minimart.observability import tracing
 
 

@@ -1,6 +1,6 @@
 """The local runner is driven by the same manifests a cluster deploy applies.
 
-The YAML of eventing/ and k8s/ is parsed here on its own, without minimart.local.manifests,
+The YAML of eventing/ and k8s/ is parsed here on its own, without minimart.manifests,
 and compared with what the local runner reads (load_topology) and plans (plan_stack).
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from minimart.local.manifests import load_topology
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.deploy import kube
 

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from minimart.local.checker import notifications
+from minimart.console.checker import notifications
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US
 from tests.stack import new_sku, stock_of

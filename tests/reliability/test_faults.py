@@ -21,9 +21,10 @@ from kafka import KafkaProducer
 
 from minimart.bootstrap import Container
 from minimart.catalog import EventType
+from minimart.console import replay
+from minimart.console.client import OrderClient
 from minimart.handlers.orders import place_order
-from minimart.local import replay, servers, stack
-from minimart.local.client import OrderClient
+from minimart.local import servers, stack
 from minimart.settings import Settings
 from tests.reliability.saga import US, assert_books, heal, place_batch, wait_final
 from tests.stack import eventually, new_sku, stock_of

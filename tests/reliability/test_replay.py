@@ -21,10 +21,11 @@ import pytest
 
 from minimart.bootstrap import Container
 from minimart.catalog import Event, EventType, derived_event_id
-from minimart.local import replay, stack
-from minimart.local.checker import check_books, wait_for_books
-from minimart.local.client import OrderClient
-from minimart.local.inspect import order_effects
+from minimart.console import replay
+from minimart.console.checker import check_books, wait_for_books
+from minimart.console.client import OrderClient
+from minimart.console.effects import order_effects
+from minimart.local import stack
 from minimart.settings import Settings
 from tests.reliability.saga import assert_books
 from tests.stack import eventually, new_sku, stock_of

@@ -29,9 +29,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from minimart.catalog import DEAD_LETTER_TOPIC, EventType, derived_event_id
 from minimart.domain.rules import label_id, payment_id
+from minimart.kafka_clients import FETCH_LIMITS
 from minimart.local.delivery import to_event
-from minimart.local.kafka_limits import FETCH_LIMITS
-from minimart.local.manifests import load_topology
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)

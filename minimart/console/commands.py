@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from minimart.local import checker, replay
+from minimart.console import checker, replay
 from minimart.settings import Settings
 
 COMMANDS = ("check", "record", "replay", "deadletters", "redrive")

@@ -39,7 +39,7 @@ from minimart.catalog import DEAD_LETTER_TOPIC
 from minimart.settings import Settings
 
 if TYPE_CHECKING:
-    from minimart.local.replay import DeadLetter
+    from minimart.console.replay import DeadLetter
 
 FINAL = ("CONFIRMED", "CANCELLED")
 TEMPLATE = {"CONFIRMED": "OrderConfirmed", "CANCELLED": "OrderCancelled"}
@@ -368,7 +368,7 @@ def _check_dead_letters(
     report: Report,
     expected: Collection[str] | DeadLetterFilter,
 ) -> None:
-    from minimart.local.replay import read_dead_letters  # replay imports this module
+    from minimart.console.replay import read_dead_letters  # replay imports this module
 
     allowed: DeadLetterFilter = (
         expected if callable(expected) else (lambda letter: letter.event_id in expected)
@@ -398,7 +398,7 @@ def _check_dead_letters(
 def _redriven(settings: Settings, letters: Sequence[DeadLetter]) -> set[str]:
     """Event ids of dead letters published again to their original topic after they died
     (``replay.redrive``): those are resolved, not lost."""
-    from minimart.local.replay import read_topics
+    from minimart.console.replay import read_topics
 
     topics = sorted({t for t in (letter.original_topic for letter in letters) if t})
     if not topics:
