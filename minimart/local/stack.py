@@ -11,7 +11,7 @@ import concurrent.futures
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import requests
@@ -102,8 +102,7 @@ def _env(settings: Settings, service: str) -> dict[str, str]:
     return child_env(
         settings,
         {
-            **{k: v for k, v in settings.to_env().items() if v},
-            "MINIMART_SERVICE_NAME": service,
+            **{k: v for k, v in replace(settings, service_name=service).to_env().items() if v},
             "MINIMART_TRACE_FILE": str(settings.state_dir / "traces" / f"{service}.jsonl"),
             "PYTHONPATH": str(PROJECT_ROOT),
             "PYTHONUNBUFFERED": "1",
