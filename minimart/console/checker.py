@@ -1,11 +1,9 @@
 """The books of the whole system, checked after a run: nothing lost, nothing done twice.
 
-``check_books(settings)`` reads every store (orders, inventory and payments databases, the
-shipments collection, the notification stream, the dead-letter topic) and lists the
-violations of minimart's invariants:
+``check_books(settings)`` fetches the books once (``books.fetch_books``) and runs the rules
+below over them; each rule is a pure function of the ``Books``:
 
-* every accepted order is final (CONFIRMED or CANCELLED), or still in flight and younger than
-  ``in_flight_deadline_s``;
+* every accepted order is final, or still in flight and younger than ``in_flight_deadline_s``;
 * stock is conserved per SKU: initial = available + reserved + shipped, and the reserved and
   shipped columns equal the sum of the SKU's reservations in that state;
 * money balances: captured - refunded = the total of the confirmed orders (and per order:
@@ -13,7 +11,7 @@ violations of minimart's invariants:
 * exactly one PREPARED shipment per confirmed order, none for a cancelled order;
 * exactly one notification per final order, with the template of its outcome;
 * no RESERVED reservation left for a final order (cancelled: released, confirmed: shipped);
-* nothing in the dead-letter topic unless expected (``expected_dead_letters``).
+* nothing in the dead-letter topic unless expected (``expected_dead_letters``) or re-driven.
 
 Tests share one stack, so a check can be scoped to a set of order ids (and the SKUs they own)
 or to the orders created since a moment; unscoped, it checks everything. Something that is
@@ -24,26 +22,39 @@ not final yet and younger than the deadline is reported as pending, not as a vio
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import psycopg
-import redis
-from pymongo import MongoClient
-
-from minimart.adapters.redis_streams import STREAM
-from minimart.catalog import DEAD_LETTER_TOPIC
+from minimart.catalog import DEAD_LETTER_TOPIC, EventType
+from minimart.console.books import (
+    Books,
+    DeadLetterFilter,
+    NotificationRow,
+    OrderRow,
+    PaymentRow,
+    ReservationRow,
+    Scope,
+    ShipmentRow,
+    StockRow,
+    by_order,
+    fetch_books,
+)
+from minimart.domain.orders import OrderStatus
+from minimart.handlers.notification import TEMPLATES
 from minimart.settings import Settings
 
-if TYPE_CHECKING:
-    from minimart.console.replay import DeadLetter
-
-FINAL = ("CONFIRMED", "CANCELLED")
-TEMPLATE = {"CONFIRMED": "OrderConfirmed", "CANCELLED": "OrderCancelled"}
 DEFAULT_IN_FLIGHT_DEADLINE_S = 60.0
+# The event order-status emits when an order closes (its notification's template follows).
+CLOSING_EVENT = {
+    OrderStatus.CONFIRMED: EventType.ORDER_CONFIRMED,
+    OrderStatus.CANCELLED: EventType.ORDER_CANCELLED,
+}
+CAPTURED, REFUNDED = "CAPTURED", "REFUNDED"
+PREPARED = "PREPARED"
+HELD, SHIPPED = "RESERVED", "SHIPPED"
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,14 @@ class Violation:
 
     def __str__(self) -> str:
         return f"[{self.rule}] {self.subject}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A broken rule of one order; ``settles``: may still mend while the order is recent."""
+
+    violation: Violation
+    settles: bool = True
 
 
 @dataclass
@@ -89,162 +108,183 @@ class Report:
 
 
 @dataclass(frozen=True)
-class _Order:
-    order_id: str
-    status: str
-    total_cents: int
-    items: list[dict[str, Any]]
-    created_at: datetime
-    updated_at: datetime
+class OrderBooks:
+    """One final order and every row that names it."""
 
-
-@dataclass(frozen=True)
-class Scope:
-    """Which orders (and SKUs) a check looks at; everything when both are None."""
-
-    order_ids: frozenset[str] | None = None
-    since: datetime | None = None
-    skus: frozenset[str] | None = None
+    order: OrderRow
+    payments: Sequence[PaymentRow] = ()
+    reservations: Sequence[ReservationRow] = ()
+    shipments: Sequence[ShipmentRow] = ()
+    notifications: Sequence[NotificationRow] = ()
 
     @property
-    def everything(self) -> bool:
-        return self.order_ids is None and self.since is None
+    def confirmed(self) -> bool:
+        return self.order.status == OrderStatus.CONFIRMED
+
+    def finding(self, rule: str, detail: str, settles: bool = True) -> Finding:
+        return Finding(Violation(rule, self.order.order_id, detail), settles)
 
 
-def _orders(settings: Settings, scope: Scope) -> list[_Order]:
-    query = (
-        "SELECT id::text, status, total_cents, items, created_at, updated_at FROM orders"
-        " WHERE (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))"
-        " AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)"
-    )
-    params = {
-        "ids": None if scope.order_ids is None else sorted(scope.order_ids),
-        "since": scope.since,
-    }
-    with psycopg.connect(settings.orders_dsn, autocommit=True) as conn:
-        rows = conn.execute(query.encode(), params).fetchall()
-    return [_Order(r[0], r[1], int(r[2]), list(r[3]), r[4], r[5]) for r in rows]
+# -- the rules of one final order ----------------------------------------------------------
 
 
-def _by_order(dsn: str, query: str, ids: Sequence[str] | None) -> dict[str, list[tuple[Any, ...]]]:
-    """Rows whose first column is an order id, grouped by it (all rows when ``ids`` is None)."""
-    grouped: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(query.encode(), {"ids": None if ids is None else list(ids)}).fetchall()
-    for row in rows:
-        grouped[row[0]].append(tuple(row[1:]))
-    return grouped
+def money_of_order(o: OrderBooks) -> Iterator[Finding]:
+    captured = [p for p in o.payments if p.status == CAPTURED]
+    if len(o.payments) > 1:
+        yield o.finding("money", f"{len(o.payments)} payments", settles=False)
+    if o.confirmed and [p.amount_cents for p in captured] != [o.order.total_cents]:
+        yield o.finding(
+            "money", f"confirmed for {o.order.total_cents} but payments are {o.payments}"
+        )
+    if not o.confirmed and captured:
+        yield o.finding("money", f"cancelled but a payment is still captured: {captured}")
 
 
-def _stock(settings: Settings, skus: Collection[str] | None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(settings.inventory_dsn, autocommit=True) as conn:
-        return conn.execute(
-            b"SELECT s.sku, s.initial, s.available, s.reserved, s.shipped,"
-            b" COALESCE(SUM(r.quantity) FILTER (WHERE r.state = 'RESERVED'), 0),"
-            b" COALESCE(SUM(r.quantity) FILTER (WHERE r.state = 'SHIPPED'), 0)"
-            b" FROM stock s LEFT JOIN reservations r ON r.sku = s.sku"
-            b" WHERE %(skus)s::text[] IS NULL OR s.sku = ANY(%(skus)s::text[])"
-            b" GROUP BY s.sku ORDER BY s.sku",
-            {"skus": None if skus is None else sorted(skus)},
-        ).fetchall()
+def shipment_of_order(o: OrderBooks) -> Iterator[Finding]:
+    prepared = [s for s in o.shipments if s.status == PREPARED]
+    if len(o.shipments) > 1:
+        yield o.finding("shipment", f"{len(o.shipments)} shipment documents", settles=False)
+    if o.confirmed and len(prepared) != 1:
+        yield o.finding("shipment", f"confirmed with {len(prepared)} PREPARED shipments")
+    if not o.confirmed and prepared:
+        yield o.finding("shipment", "cancelled but a shipment is PREPARED", settles=False)
 
 
-def _shipments(settings: Settings, ids: Sequence[str] | None) -> dict[str, list[dict[str, Any]]]:
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        settings.mongo_url, serverSelectionTimeoutMS=10_000
-    )
-    try:
-        collection = client.get_default_database(default="minimart")["shipments"]
-        query: dict[str, Any] = {} if ids is None else {"orderId": {"$in": list(ids)}}
-        grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for doc in collection.find(query, {"emitted": 0}):
-            grouped[str(doc["orderId"])].append(doc)
-        return grouped
-    finally:
-        client.close()
-
-
-def notifications(settings: Settings) -> dict[str, list[dict[str, str]]]:
-    """Every entry of the notification stream, grouped by order id."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10)
-    grouped: dict[str, list[dict[str, str]]] = defaultdict(list)
-    try:
-        last = "-"
-        while True:
-            entries: Any = client.xrange(STREAM, min=last, count=5_000)
-            fresh = [(i, f) for i, f in entries if i != last]
-            if not fresh:
-                break
-            for entry_id, fields in fresh:
-                grouped[fields.get("orderId", "")].append({"id": entry_id, **fields})
-            last = fresh[-1][0]
-    finally:
-        client.close()
-    return grouped
-
-
-DeadLetterFilter = Callable[[Any], bool]
-
-
-def _check_order(
-    order: _Order,
-    report: Report,
-    now: datetime,
-    deadline: timedelta,
-    payments: list[tuple[Any, ...]],
-    reservations: list[tuple[Any, ...]],
-    shipments: list[dict[str, Any]],
-    notes: list[dict[str, str]],
-) -> None:
-    oid = order.order_id
-    young = now - order.updated_at < deadline
-
-    def bad(rule: str, detail: str, settling: bool = True) -> None:
-        """A violation, or pending while the order (or its last change) is recent."""
-        target = report.pending if settling and young else report.violations
-        target.append(Violation(rule, oid, detail))
-
-    if order.status not in FINAL:
-        if now - order.created_at >= deadline:
-            report.violations.append(
-                Violation("final", oid, f"still {order.status} after {deadline.total_seconds()}s")
-            )
-        else:
-            report.pending.append(Violation("final", oid, f"in flight ({order.status})"))
-        return
-    report.final[order.status] += 1
-    confirmed = order.status == "CONFIRMED"
-    # money
-    captured = [p for p in payments if p[0] == "CAPTURED"]
-    if len(payments) > 1:
-        bad("money", f"{len(payments)} payments", settling=False)
-    if confirmed and [p[1] for p in captured] != [order.total_cents]:
-        bad("money", f"confirmed for {order.total_cents} but payments are {payments}")
-    if not confirmed and captured:
-        bad("money", f"cancelled but a payment is still captured: {captured}")
-    # shipments
-    prepared = [s for s in shipments if s.get("shippingStatus") == "PREPARED"]
-    if len(shipments) > 1:
-        bad("shipment", f"{len(shipments)} shipment documents", settling=False)
-    if confirmed and len(prepared) != 1:
-        bad("shipment", f"confirmed with {len(prepared)} PREPARED shipments")
-    if not confirmed and prepared:
-        bad("shipment", "cancelled but a shipment is PREPARED", settling=False)
-    # reservations
-    held = [r for r in reservations if r[2] == "RESERVED"]
+def reservations_of_order(o: OrderBooks) -> Iterator[Finding]:
+    held = [r for r in o.reservations if r.state == HELD]
     if held:
-        bad("reservation", f"{order.status} but still holds {held}")
-    if confirmed:
-        ordered = sorted((i["sku"], int(i["quantity"])) for i in order.items)
-        shipped = sorted((r[0], int(r[1])) for r in reservations if r[2] == "SHIPPED")
-        if shipped != ordered and not held:
-            bad("reservation", f"shipped {shipped} but the order has {ordered}")
-    # notifications
-    templates = [n.get("template") for n in notes]
-    if len(notes) > 1:
-        bad("notification", f"{len(notes)} notifications: {templates}", settling=False)
-    elif templates != [TEMPLATE[order.status]]:
-        bad("notification", f"{order.status} with notifications {templates}")
+        yield o.finding("reservation", f"{o.order.status} but still holds {held}")
+    if o.confirmed and not held:
+        ordered = sorted((line.sku, line.quantity) for line in o.order.lines)
+        shipped = sorted((r.sku, r.quantity) for r in o.reservations if r.state == SHIPPED)
+        if shipped != ordered:
+            yield o.finding("reservation", f"shipped {shipped} but the order has {ordered}")
+
+
+def notification_of_order(o: OrderBooks) -> Iterator[Finding]:
+    templates = [n.template for n in o.notifications]
+    if len(templates) > 1:
+        yield o.finding("notification", f"{len(templates)} notifications: {templates}", False)
+    elif templates != [TEMPLATES[CLOSING_EVENT[o.order.status]]]:
+        yield o.finding("notification", f"{o.order.status} with notifications {templates}")
+
+
+ORDER_RULES = (money_of_order, shipment_of_order, reservations_of_order, notification_of_order)
+
+
+# -- the rules of the books as a whole -----------------------------------------------------
+
+
+def money_balances(books: Books) -> Iterator[Violation]:
+    """Captured minus refunded money of the final orders is the confirmed orders' total."""
+    in_flight = {o.order_id for o in books.orders if not o.status.final}
+    settled = [p for p in books.payments if p.order_id not in in_flight]
+    captured = sum(p.amount_cents for p in settled if p.status in (CAPTURED, REFUNDED))
+    refunded = sum(p.amount_cents for p in settled if p.status == REFUNDED)
+    confirmed = sum(o.total_cents for o in books.orders if o.status == OrderStatus.CONFIRMED)
+    if captured - refunded != confirmed:
+        yield Violation(
+            "money",
+            "(all orders in scope)",
+            f"captured {captured} - refunded {refunded} != confirmed total {confirmed}",
+        )
+
+
+def no_orphans(books: Books) -> Iterator[Violation]:
+    """Unscoped, every payment, reservation and shipment belongs to a known order."""
+    if not books.scope.everything:
+        return
+    known = {o.order_id for o in books.orders}
+    rows: Iterable[tuple[str, Iterable[Any]]] = (
+        ("payments", books.payments),
+        ("reservations", books.reservations),
+    )
+    for where, table in rows:
+        for order_id in sorted({row.order_id for row in table} - known):
+            yield Violation("orphan", order_id, f"{where} of an unknown order")
+    for order_id in sorted({s.order_id for s in books.shipments} - known):
+        yield Violation("orphan", order_id, "shipment of an unknown order")
+
+
+def stock_conserved(row: StockRow) -> Iterator[Violation]:
+    if row.initial != row.available + row.reserved + row.shipped:
+        yield Violation(
+            "stock",
+            row.sku,
+            f"initial {row.initial} != available {row.available} + reserved {row.reserved}"
+            f" + shipped {row.shipped}",
+        )
+    if (row.reserved, row.shipped) != (row.reservations_held, row.reservations_shipped):
+        yield Violation(
+            "stock",
+            row.sku,
+            f"reserved/shipped columns {row.reserved}/{row.shipped} but reservations say"
+            f" {row.reservations_held}/{row.reservations_shipped}",
+        )
+
+
+def dead_letters_resolved(books: Books, expected: DeadLetterFilter) -> Iterator[Violation]:
+    """Every dead letter in scope is expected or was re-driven."""
+    for letter in books.dead_letters:
+        if not expected(letter) and letter.event_id not in books.redriven:
+            yield Violation(
+                "dead-letter",
+                letter.event_id,
+                f"{letter.event_type} in {DEAD_LETTER_TOPIC}: {letter.reason}",
+            )
+
+
+# -- all of them ---------------------------------------------------------------------------
+
+
+def audit(
+    books: Books,
+    now: datetime,
+    in_flight_deadline_s: float = DEFAULT_IN_FLIGHT_DEADLINE_S,
+    expected_dead_letters: DeadLetterFilter = lambda letter: False,
+) -> Report:
+    """Every rule over ``books`` as of ``now``."""
+    deadline = timedelta(seconds=in_flight_deadline_s)
+    report = Report(
+        orders=len(books.orders), skus=len(books.stock), dead_letters=len(books.dead_letters)
+    )
+    payments, reservations = by_order(books.payments), by_order(books.reservations)
+    shipments, notes = by_order(books.shipments), by_order(books.notifications)
+    for order in books.orders:
+        if not order.status.final:
+            if now - order.created_at >= deadline:
+                detail = f"still {order.status} after {deadline.total_seconds()}s"
+                report.violations.append(Violation("final", order.order_id, detail))
+            else:
+                detail = f"in flight ({order.status})"
+                report.pending.append(Violation("final", order.order_id, detail))
+            continue
+        report.final[order.status] += 1
+        young = now - order.updated_at < deadline  # its last change is recent: may settle
+        of_order = OrderBooks(
+            order,
+            payments.get(order.order_id, ()),
+            reservations.get(order.order_id, ()),
+            shipments.get(order.order_id, ()),
+            notes.get(order.order_id, ()),
+        )
+        for rule in ORDER_RULES:
+            for found in rule(of_order):
+                target = report.pending if found.settles and young else report.violations
+                target.append(found.violation)
+    report.violations.extend(money_balances(books))
+    report.violations.extend(no_orphans(books))
+    for row in books.stock:
+        report.violations.extend(stock_conserved(row))
+    report.violations.extend(dead_letters_resolved(books, expected_dead_letters))
+    return report
+
+
+def _expected(expected: Collection[str] | DeadLetterFilter) -> DeadLetterFilter:
+    if callable(expected):
+        return expected
+    ids = frozenset(expected)
+    return lambda letter: letter.event_id in ids
 
 
 def check_books(
@@ -269,150 +309,9 @@ def check_books(
         since=since,
         skus=None if skus is None else frozenset(skus),
     )
-    report = Report()
-    orders = _orders(settings, scope)
-    report.orders = len(orders)
-    ids = None if scope.everything else [o.order_id for o in orders]
-    payments = _by_order(
-        settings.payments_dsn,
-        "SELECT order_id::text, status, amount_cents FROM payments"
-        " WHERE %(ids)s::uuid[] IS NULL OR order_id = ANY(%(ids)s::uuid[])",
-        ids,
-    )
-    reservations = _by_order(
-        settings.inventory_dsn,
-        "SELECT order_id::text, sku, quantity, state FROM reservations"
-        " WHERE %(ids)s::uuid[] IS NULL OR order_id = ANY(%(ids)s::uuid[])",
-        ids,
-    )
-    shipments = _shipments(settings, ids)
-    notes = notifications(settings)
-    now = datetime.now(UTC)
-    deadline = timedelta(seconds=in_flight_deadline_s)
-    known = set()
-    for order in orders:
-        known.add(order.order_id)
-        _check_order(
-            order,
-            report,
-            now,
-            deadline,
-            payments.get(order.order_id, []),
-            reservations.get(order.order_id, []),
-            shipments.get(order.order_id, []),
-            notes.get(order.order_id, []),
-        )
-    confirmed_total = sum(o.total_cents for o in orders if o.status == "CONFIRMED")
-    in_flight = {o.order_id for o in orders if o.status not in FINAL}
-    captured = sum(
-        p[1]
-        for oid, rows in payments.items()
-        if oid not in in_flight
-        for p in rows
-        if p[0] in ("CAPTURED", "REFUNDED")
-    )
-    refunded = sum(
-        p[1]
-        for oid, rows in payments.items()
-        if oid not in in_flight
-        for p in rows
-        if p[0] == "REFUNDED"
-    )
-    if captured - refunded != confirmed_total:
-        report.violations.append(
-            Violation(
-                "money",
-                "(all orders in scope)",
-                f"captured {captured} - refunded {refunded} != confirmed total {confirmed_total}",
-            )
-        )
-    if scope.everything:
-        for where, rows in (("payments", payments), ("reservations", reservations)):
-            for oid in set(rows) - known:
-                report.violations.append(Violation("orphan", oid, f"{where} of an unknown order"))
-        for oid in set(shipments) - known:
-            report.violations.append(Violation("orphan", oid, "shipment of an unknown order"))
-    # stock
-    stock_skus: Collection[str] | None = scope.skus
-    if stock_skus is None and not scope.everything:
-        stock_skus = {str(i["sku"]) for o in orders for i in o.items}
-    stock = _stock(settings, stock_skus)
-    report.skus = len(stock)
-    for sku, initial, available, reserved, shipped, held, sent in stock:
-        if initial != available + reserved + shipped:
-            report.violations.append(
-                Violation(
-                    "stock",
-                    sku,
-                    f"initial {initial} != available {available} + reserved {reserved}"
-                    f" + shipped {shipped}",
-                )
-            )
-        if (reserved, shipped) != (held, sent):
-            report.violations.append(
-                Violation(
-                    "stock",
-                    sku,
-                    f"reserved/shipped columns {reserved}/{shipped} but reservations say"
-                    f" {held}/{sent}",
-                )
-            )
-    if dead_letters:
-        _check_dead_letters(settings, scope, report, expected_dead_letters)
-    return report
-
-
-def _check_dead_letters(
-    settings: Settings,
-    scope: Scope,
-    report: Report,
-    expected: Collection[str] | DeadLetterFilter,
-) -> None:
-    from minimart.console.replay import read_dead_letters  # replay imports this module
-
-    allowed: DeadLetterFilter = (
-        expected if callable(expected) else (lambda letter: letter.event_id in expected)
-    )
-    letters = []
-    for letter in read_dead_letters(settings):
-        if scope.order_ids is not None and not (
-            letter.order_id in scope.order_ids or allowed(letter)
-        ):
-            continue
-        if scope.since is not None and letter.timestamp < scope.since:
-            continue
-        letters.append(letter)
-    report.dead_letters += len(letters)
-    redriven = _redriven(settings, letters)
-    for letter in letters:
-        if not allowed(letter) and letter.event_id not in redriven:
-            report.violations.append(
-                Violation(
-                    "dead-letter",
-                    letter.event_id,
-                    f"{letter.event_type} in {DEAD_LETTER_TOPIC}: {letter.reason}",
-                )
-            )
-
-
-def _redriven(settings: Settings, letters: Sequence[DeadLetter]) -> set[str]:
-    """Event ids of dead letters published again to their original topic after they died
-    (``replay.redrive``): those are resolved, not lost."""
-    from minimart.console.replay import read_topics
-
-    topics = sorted({t for t in (letter.original_topic for letter in letters) if t})
-    if not topics:
-        return set()
-    latest: dict[tuple[str, str | None], int] = {}
-    for record in read_topics(settings, topics):
-        key = (record.topic, record.event_id)
-        latest[key] = max(latest.get(key, -1), record.timestamp)
-    return {
-        letter.event_id
-        for letter in letters
-        if letter.original_topic
-        and latest.get((letter.original_topic, letter.event_id), -1) > letter.record.timestamp
-    }
+    expected = _expected(expected_dead_letters)
+    books = fetch_books(settings, scope, expected_dead_letters=expected, dead_letters=dead_letters)
+    return audit(books, datetime.now(UTC), in_flight_deadline_s, expected)
 
 
 def wait_for_books(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from minimart.console import checker, replay
+from minimart.console.books import DeadLetterFilter
 from minimart.settings import Settings
 
 COMMANDS = ("check", "record", "replay", "deadletters", "redrive")
@@ -66,7 +67,7 @@ def add_commands(sub: Any) -> None:
     red.add_argument("--rate", type=float, default=None)
 
 
-def _allowed(args: argparse.Namespace) -> checker.DeadLetterFilter:
+def _allowed(args: argparse.Namespace) -> DeadLetterFilter:
     ids = set(args.allowed)
     prefixes = tuple(args.allowed_prefixes)
 

@@ -18,8 +18,8 @@ import html
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,15 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from minimart.catalog import DEAD_LETTER_TOPIC, EventType, derived_event_id
 from minimart.domain.rules import label_id, payment_id
 from minimart.kafka_clients import FETCH_LIMITS
-from minimart.local.delivery import to_event
+from minimart.local.delivery import STRUCTURED_CONTENT_TYPE, to_event
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)
 _HTML_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.S)
 ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
+# Members of a structured-mode event that are its data, not attributes.
+_STRUCTURED_DATA = ("data", "data_base64")
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,47 @@ class RecordedEvent:
         return None
 
     @property
+    def structured(self) -> bool:
+        """A structured-mode CloudEvent: the attributes are members of the JSON value."""
+        content_type = self.header("content-type") or ""
+        return content_type.startswith(STRUCTURED_CONTENT_TYPE) and not self.header(
+            "ce_specversion"
+        )
+
+    def _document(self) -> dict[str, Any]:
+        try:
+            document = json.loads(self.value or b"")
+        except ValueError:
+            return {}
+        return document if isinstance(document, dict) else {}
+
+    def attribute(self, name: str) -> str | None:
+        """A CloudEvent attribute or extension: a ``ce_`` header in binary mode, a member of
+        the JSON value in structured mode."""
+        if not self.structured:
+            return self.header(f"ce_{name}")
+        value = self._document().get(name)
+        return None if value is None or name in _STRUCTURED_DATA else str(value)
+
+    def without_attributes(self, names: Collection[str]) -> RecordedEvent:
+        """This record without the attributes ``names``, in its own mode (not yet produced)."""
+        value, headers = self.value, self.headers
+        if self.structured:
+            document = self._document()
+            if document:
+                kept = {k: v for k, v in document.items() if k not in names}
+                value = json.dumps(kept).encode()
+        else:
+            headers = [(k, v) for k, v in headers if k.lower().removeprefix("ce_") not in names]
+        return RecordedEvent(self.topic, -1, -1, -1, self.key, value, headers)
+
+    @property
     def event_id(self) -> str | None:
-        return self.header("ce_id")
+        return self.attribute("id")
 
     @property
     def event_type(self) -> str | None:
-        return self.header("ce_type")
+        return self.attribute("type")
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -320,28 +357,28 @@ class DeadLetter:
 
 
 def _order_id_of(rec: RecordedEvent) -> str | None:
-    for name in ("ce_partitionkey", "ce_subject", "ce_key"):
-        value = rec.header(name)
+    for name in ("partitionkey", "subject", "key"):
+        value = rec.attribute(name)
         if value:
             return value
     return None if rec.key is None else rec.key.decode("utf-8", errors="replace")
 
 
+def dead_letter(rec: RecordedEvent) -> DeadLetter:
+    """A record of the dead-letter topic read as a dead letter (binary or structured mode)."""
+    return DeadLetter(
+        record=rec,
+        event_id=rec.event_id or f"partition:{rec.partition}/offset:{rec.offset}",
+        event_type=rec.event_type or "",
+        destination=rec.attribute("knativeerrordest") or "",
+        code=rec.attribute("knativeerrorcode") or "",
+        data=rec.attribute("knativeerrordata") or "",
+        order_id=_order_id_of(rec),
+    )
+
+
 def read_dead_letters(settings: Settings) -> list[DeadLetter]:
-    letters = []
-    for rec in read_topics(settings, [DEAD_LETTER_TOPIC]):
-        letters.append(
-            DeadLetter(
-                record=rec,
-                event_id=rec.event_id or f"partition:{rec.partition}/offset:{rec.offset}",
-                event_type=rec.event_type or "",
-                destination=rec.header("ce_knativeerrordest") or "",
-                code=rec.header("ce_knativeerrorcode") or "",
-                data=rec.header("ce_knativeerrordata") or "",
-                order_id=_order_id_of(rec),
-            )
-        )
-    return letters
+    return [dead_letter(rec) for rec in read_topics(settings, [DEAD_LETTER_TOPIC])]
 
 
 @dataclass(frozen=True)
@@ -351,10 +388,9 @@ class Redriven:
     note: str
 
 
-def redrive(
-    settings: Settings, letters: Sequence[DeadLetter], rate: float | None = None
-) -> list[Redriven]:
-    """Publish dead letters again to their original topic, without the error extensions.
+def plan_redrive(letters: Sequence[DeadLetter]) -> tuple[list[Redriven], list[RecordedEvent]]:
+    """What re-driving ``letters`` does: each letter's outcome, and the records to produce
+    (the event again, on its original topic, without the error extensions).
 
     Events whose type is not in the catalog (malformed records, wrapped non-CloudEvents)
     cannot be re-driven and are reported as skipped.
@@ -368,15 +404,16 @@ def redrive(
                 Redriven(letter.event_id, None, f"skipped: unknown type {letter.event_type!r}")
             )
             continue
-        headers = [
-            (k, v)
-            for k, v in letter.record.headers
-            if k.lower().removeprefix("ce_") not in ERROR_EXTENSIONS
-        ]
-        to_send.append(
-            RecordedEvent(topic, -1, -1, -1, letter.record.key, letter.record.value, headers)
-        )
+        to_send.append(replace(letter.record.without_attributes(ERROR_EXTENSIONS), topic=topic))
         outcome.append(Redriven(letter.event_id, topic, "re-published"))
+    return outcome, to_send
+
+
+def redrive(
+    settings: Settings, letters: Sequence[DeadLetter], rate: float | None = None
+) -> list[Redriven]:
+    """Publish dead letters again to their original topic (``plan_redrive``)."""
+    outcome, to_send = plan_redrive(letters)
     if to_send:
         replay_to_kafka(settings, to_send, rate)
     return outcome

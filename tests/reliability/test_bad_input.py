@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from minimart.console.checker import notifications
+from minimart.console.books import notifications
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US
 from tests.stack import new_sku, stock_of
@@ -68,10 +68,7 @@ def traces(settings: Settings, customer: int, sku: str) -> dict[str, Any]:
         )
     finally:
         mongo.close()
-    notes = sum(
-        1 for entries in notifications(settings).values() for n in entries
-        if n.get("customerId") == str(customer)
-    )  # fmt: skip
+    notes = sum(1 for n in notifications(settings) if n.customer_id == str(customer))
     return {
         "orders": orders, "outbox": outbox, "timeline": timeline, "reservations": reservations,
         "payments": payments, "shipments": shipments, "notifications": notes,
