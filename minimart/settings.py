@@ -118,7 +118,7 @@ class Settings:
                 object.__setattr__(self, name, value)
 
     @staticmethod
-    def keys() -> dict[str, Key]:
+    def declarations() -> dict[str, Key]:
         """Each field's declaration, by field name."""
         return {f.name: f.metadata["key"] for f in dataclasses.fields(Settings)}
 
@@ -128,7 +128,7 @@ class Settings:
         the defaults above."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for name, key in cls.keys().items():
+        for name, key in cls.declarations().items():
             raw = next((env[k] for k in (key.env, *key.fallbacks) if env.get(k)), None)
             if raw is not None:
                 values[name] = key.parse(key.env, raw)
@@ -136,4 +136,4 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""
-        return {key.env: str(getattr(self, name)) for name, key in self.keys().items()}
+        return {key.env: str(getattr(self, name)) for name, key in self.declarations().items()}

@@ -29,7 +29,7 @@ def every_key_changed() -> dict[str, str]:
 
 
 def test_every_field_is_declared_with_its_variable() -> None:
-    keys = Settings.keys()
+    keys = Settings.declarations()
     assert set(keys) == {f.name for f in dataclasses.fields(Settings)}
     variables = [key.env for key in keys.values()]
     assert len(set(variables)) == len(variables)
