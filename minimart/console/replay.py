@@ -8,7 +8,7 @@ A recording is a JSON-lines file, one Kafka record per line::
 (``value_b64`` instead of ``value`` when a record is not UTF-8). Replaying sends records back
 to their topics (the dispatchers deliver them again) or straight to one function over HTTP as
 binary-mode CloudEvents, as the dispatcher would. Every step is idempotent, so replaying a run
-changes nothing; ``wait_drained`` tells when every KafkaSource has caught up.
+changes nothing.
 """
 
 from __future__ import annotations
@@ -18,21 +18,19 @@ import html
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import urllib3
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
-from minimart.catalog import DEAD_LETTER_TOPIC, EventType, derived_event_id
-from minimart.domain.rules import label_id, payment_id
-from minimart.kafka_clients import FETCH_LIMITS
+from minimart import kafka_clients
+from minimart.catalog import DEAD_LETTER_TOPIC, EventType
 from minimart.local.delivery import STRUCTURED_CONTENT_TYPE, to_event
-from minimart.manifests import load_topology
-from minimart.settings import PROJECT_ROOT, Settings
+from minimart.settings import Settings
 
 SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)
 _HTML_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.S)
@@ -151,13 +149,12 @@ def read_topics(
     settings: Settings, topics: Sequence[str], timeout_s: float = 30.0
 ) -> list[RecordedEvent]:
     """Every record of ``topics`` from the beginning to the current end (no consumer group)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    consumer = kafka_clients.consumer(
+        settings.kafka_bootstrap,
         enable_auto_commit=False,
         group_id=None,
         fetch_max_wait_ms=50,
         consumer_timeout_ms=1_000,
-        **FETCH_LIMITS,
     )
     try:
         partitions = [
@@ -222,12 +219,8 @@ def _paced(records: Sequence[RecordedEvent], rate: float | None) -> Iterator[Rec
 
 
 def new_producer(settings: Settings, client_id: str = "minimart-replay") -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id=client_id,
-        acks="all",
-        linger_ms=5,
-        max_block_ms=15_000,
+    return kafka_clients.producer(
+        settings.kafka_bootstrap, client_id, linger_ms=5, max_block_ms=15_000
     )
 
 
@@ -284,40 +277,6 @@ def replay_to_http(
     finally:
         pool.clear()
     return results
-
-
-def wait_drained(settings: Settings, timeout: float = 60.0) -> None:
-    """Return once every KafkaSource's consumer group has committed up to its topics' end."""
-    topology = load_topology(PROJECT_ROOT)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="drain")
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, **FETCH_LIMITS
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            behind = []
-            for source in topology.sources:
-                group = source.consumer_group
-                committed = admin.list_consumer_group_offsets(group)
-                tps = [
-                    TopicPartition(topic, p)
-                    for topic in source.topics
-                    for p in sorted(consumer.partitions_for_topic(topic) or ())
-                ]
-                ends = consumer.end_offsets(tps)
-                for tp in tps:
-                    done = committed.get(tp)
-                    if ends[tp] > (done.offset if done is not None else 0):
-                        behind.append(f"{source.name} {tp.topic}[{tp.partition}]")
-            if not behind:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not drained after {timeout}s: {behind[:5]}")
-            time.sleep(0.25)
-    finally:
-        consumer.close()
-        admin.close()
 
 
 @dataclass(frozen=True)
@@ -417,52 +376,3 @@ def redrive(
     if to_send:
         replay_to_kafka(settings, to_send, rate)
     return outcome
-
-
-def rebase(
-    records: Sequence[RecordedEvent], order_id: str, skus: Mapping[str, str] | None = None
-) -> list[RecordedEvent]:
-    """A recorded run of ONE order, moved to a fresh ``order_id`` (and SKUs renamed by ``skus``).
-
-    Event ids are deterministic (each one derives from its cause's id), so the rebased run is
-    exactly what the live functions emit for an order with that id: replaying it delivers every
-    event twice (the recording and the functions' own), which is what idempotency must absorb.
-    Payment and label ids derive from the order id and are recomputed too.
-    """
-    if not records:
-        return []
-    old_order = (records[0].key or b"").decode()
-    replacements = {
-        old_order: order_id,
-        payment_id(old_order): payment_id(order_id),
-        label_id(old_order): label_id(order_id),
-    }
-    for old_sku, new_sku in (skus or {}).items():
-        replacements[f'"{old_sku}"'] = f'"{new_sku}"'
-    new_ids: dict[str, str] = {}
-    rebased = []
-    for rec in records:
-        event_type = EventType(rec.event_type or "")
-        old_id = rec.event_id or ""
-        if event_type is EventType.ORDER_CREATED:
-            new_ids[old_id] = derived_event_id(order_id, event_type)
-        else:
-            cause = next((c for c in new_ids if derived_event_id(c, event_type) == old_id), None)
-            if cause is None:
-                raise ValueError(f"{old_id} ({event_type.short}): no cause in the recording")
-            new_ids[old_id] = derived_event_id(new_ids[cause], event_type)
-        value = (rec.value or b"").decode()
-        for old, new in replacements.items():
-            value = value.replace(old, new)
-        headers: list[tuple[str, bytes | None]] = []
-        for name, raw in rec.headers:
-            text = (raw or b"").decode()
-            if name == "ce_id":
-                text = new_ids[old_id]
-            elif name in ("ce_subject", "ce_partitionkey"):
-                text = order_id
-            headers.append((name, text.encode()))
-        rebased.append(
-            RecordedEvent(rec.topic, -1, -1, -1, order_id.encode(), value.encode(), headers)
-        )
-    return rebased

@@ -26,6 +26,7 @@ from minimart.console.client import OrderClient
 from minimart.handlers.orders import place_order
 from minimart.local import servers, stack
 from minimart.settings import Settings
+from tests import replaying
 from tests.reliability.saga import US, assert_books, heal, place_batch, wait_final
 from tests.stack import eventually, new_sku, stock_of
 
@@ -87,7 +88,7 @@ def test_duplicate_storm_three_times_and_out_of_order(running_stack: Settings,
     storm = everything * 3
     rng.shuffle(storm)
     replay.replay_to_kafka(running_stack, storm)
-    replay.wait_drained(running_stack, timeout=120)
+    replaying.wait_drained(running_stack, timeout=120)
     report = assert_books(running_stack, order_ids, [sku])
     assert report.final == {"CONFIRMED": 8, "CANCELLED": 2}
     assert len(everything) >= 10 * 6

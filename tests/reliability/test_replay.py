@@ -3,7 +3,7 @@ letters are listed with their reasons and re-driven after a fix.
 
 The fixtures under tests/fixtures/replay are real runs recorded with
 `python -m minimart.local record FILE --order-id ID`. Their order id is moved to a fresh one
-(``replay.rebase``: event ids are deterministic, so the rebased run is exactly what the live
+(``replaying.rebase``: event ids are deterministic, so the rebased run is exactly what the live
 functions emit for that order) and their SKUs to fresh test SKUs with the same prices. The
 order row is seeded as the ingress would have stored it (with its outbox row marked published:
 only the replay drives the saga), because order-status refuses events of unknown orders.
@@ -29,6 +29,7 @@ from minimart.console.client import OrderClient
 from minimart.console.effects import order_effects
 from minimart.local import stack
 from minimart.settings import Settings
+from tests import replaying
 from tests.reliability.saga import assert_books
 from tests.stack import eventually, new_sku, stock_of
 
@@ -45,7 +46,7 @@ def rebased_fixture(
     skus = {item["sku"]: new_sku(settings, stock=10, price_cents=item["unitPriceCents"])
             for item in created["items"]}  # fmt: skip
     order_id = str(uuid.uuid4())
-    return order_id, list(skus.values()), replay.rebase(records, order_id, skus)
+    return order_id, list(skus.values()), replaying.rebase(records, order_id, skus)
 
 
 def seed_order(settings: Settings, created: replay.RecordedEvent) -> None:
@@ -97,11 +98,11 @@ def test_recorded_run_replayed_to_kafka_reaches_the_same_end_and_twice_changes_n
         step["step"] for step in order["timeline"]
     }
     assert_books(running_stack, [order_id], skus)
-    replay.wait_drained(running_stack, timeout=90)
+    replaying.wait_drained(running_stack, timeout=90)
     before = snapshot(running_stack, order_id, skus)
     for _ in range(2):
         replay.replay_to_kafka(running_stack, records, rate=200)
-    replay.wait_drained(running_stack, timeout=90)
+    replaying.wait_drained(running_stack, timeout=90)
     assert snapshot(running_stack, order_id, skus) == before
     assert_books(running_stack, [order_id], skus)
 
@@ -120,7 +121,7 @@ def test_recorded_run_replayed_over_http_straight_to_inventory(
     assert [r.status for r in first] == [200], first
     assert client.wait_final(order_id, timeout=60)["status"] == "CANCELLED"
     assert_books(running_stack, [order_id], skus)
-    replay.wait_drained(running_stack, timeout=90)
+    replaying.wait_drained(running_stack, timeout=90)
     before = snapshot(running_stack, order_id, skus)
     for _ in range(2):
         results = replay.replay_to_http(inventory, mine, rate=100)
