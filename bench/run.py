@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,6 +36,7 @@ from bench import floor as floor_mod
 from bench import load
 from minimart.local import stack
 from minimart.local.servers import process
+from minimart.local.servers.supervision import Supervisor
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
@@ -46,7 +48,6 @@ HOPS = 6
 TARGET_RATE = 50.0
 TARGETS = {"e2e_p50_ms": 50.0, "e2e_p99_ms": 250.0, "sustained_orders_per_s": 150.0,
            "floor_ratio_p50": 3.0}  # fmt: skip
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Sustained: every accepted order completed, the backlog did not grow after the window's first
 # second, and the last order finished within this long after the window closed.
 DRAIN_LIMIT_S = 5.0
@@ -76,26 +77,24 @@ def summary(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def stack_pids(settings: Settings) -> list[int]:
+    """Every process of the stack: each supervised program and its descendants."""
     pids: set[int] = set()
-    for pidfile in (settings.state_dir / "run").glob("*.pid"):
-        if pidfile.stem.startswith("bench-"):
-            continue
-        pid = process.read_pid(pidfile.stem, settings)
-        if pid is not None:
-            pids.update(process.family_pids(pid))
+    for name, info in Supervisor(settings).infos().items():
+        if info.pid is not None and not name.startswith("bench-"):
+            pids.update(process.family_pids(info.pid))
     return sorted(pids)
 
 
-def cpu_ticks(pids: Iterable[int]) -> dict[int, int]:
-    ticks = {}
+def cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process of ``pids``."""
+    seconds = {}
     for pid in pids:
         try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
             continue
-        fields = raw[raw.rfind(")") + 2 :].split()
-        ticks[pid] = int(fields[11]) + int(fields[12])
-    return ticks
+        seconds[pid] = times.user + times.system
+    return seconds
 
 
 class CpuMeter:
@@ -105,12 +104,11 @@ class CpuMeter:
         self.settings = settings
 
     def start(self) -> None:
-        self._before = cpu_ticks(stack_pids(self.settings))
+        self._before = cpu_seconds(stack_pids(self.settings))
 
     def stop(self) -> float:
-        after = cpu_ticks(stack_pids(self.settings))
-        delta = sum(t - self._before.get(pid, 0) for pid, t in after.items())
-        return delta / CLK_TCK
+        after = cpu_seconds(stack_pids(self.settings))
+        return sum(t - self._before.get(pid, 0.0) for pid, t in after.items())
 
 
 # -- Prometheus metrics of functions and dispatchers --------------------------------------------

@@ -129,7 +129,11 @@ def install_operational_routes(app: flask.Flask, service: str) -> None:
         if exc.response is not None:
             return exc.response
         code = exc.code or 500
-        return problem(code, f"http-{code}", exc.name, exc.description or exc.name)
+        response = problem(code, f"http-{code}", exc.name, exc.description or exc.name)
+        for name, value in exc.get_headers():  # a 405's Allow (RFC 9110 15.5.6)
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])

@@ -6,11 +6,8 @@ and compared with what the local runner reads (load_topology) and plans (plan_st
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from typing import Any
-
-import pytest
 
 from minimart.local.stack import plan_stack
 from minimart.manifests import load_topology

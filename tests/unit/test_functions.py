@@ -566,6 +566,43 @@ def test_other_routes_are_problems(
     assert_problem(api.open(path, method=method), status, kind)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/orders", {"POST"}),
+        ("PUT", "/orders", {"POST"}),
+        ("DELETE", f"/orders/{uuid.uuid4()}", {"GET", "HEAD"}),
+        ("POST", f"/orders/{uuid.uuid4()}", {"GET", "HEAD"}),
+    ],
+)
+def test_a_405_says_which_methods_are_allowed(
+    api: FlaskClient, method: str, path: str, allowed: set[str]
+) -> None:
+    response = api.open(path, method=method)
+
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("name", SAGA_FUNCTIONS)
+def test_a_405_of_the_framework_says_which_methods_are_allowed(
+    client: Callable[[str], FlaskClient], name: str
+) -> None:
+    response = client(name).get("/")  # CloudEvents are POSTed
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_head_of_an_order_answers_as_get_without_a_body(api: FlaskClient) -> None:
+    response = api.head(f"/orders/{uuid.uuid4()}")
+
+    assert response.status_code == 404
+    assert response.data == b""
+
+
 @pytest.mark.parametrize("path", ["/orders/a%0Ab", "/orders/x/y", "/robots.txt"])
 def test_a_path_no_route_matches_is_a_problem_not_an_html_page(api: FlaskClient, path: str) -> None:
     response = api.get(path)
