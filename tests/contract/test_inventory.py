@@ -29,7 +29,7 @@ class InventoryStore(Protocol):
 
 
 class FakeInventoryStore:
-    integrity_error = IntegrityViolation
+    integrity_error: type[Exception] = IntegrityViolation
 
     def __init__(self) -> None:
         self.fake = FakeInventory({})
@@ -52,7 +52,7 @@ class FakeInventoryStore:
 
 
 class PostgresInventoryStore:
-    integrity_error = psycopg.IntegrityError
+    integrity_error: type[Exception] = psycopg.IntegrityError
 
     def __init__(self, container: Container) -> None:
         self.container = container
