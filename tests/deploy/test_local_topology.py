@@ -1,6 +1,6 @@
 """The local runner is driven by the same manifests a cluster deploy applies.
 
-The YAML of eventing/ and k8s/ is parsed here on its own, without minimart.local.manifests,
+The YAML of eventing/ and k8s/ is parsed here on its own, without minimart.manifests,
 and compared with what the local runner reads (load_topology) and plans (plan_stack).
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from minimart.local.manifests import load_topology
 from minimart.local.stack import plan_stack
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.deploy import kube
 

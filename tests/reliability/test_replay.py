@@ -3,7 +3,7 @@ letters are listed with their reasons and re-driven after a fix.
 
 The fixtures under tests/fixtures/replay are real runs recorded with
 `python -m minimart.local record FILE --order-id ID`. Their order id is moved to a fresh one
-(``replay.rebase``: event ids are deterministic, so the rebased run is exactly what the live
+(``replaying.rebase``: event ids are deterministic, so the rebased run is exactly what the live
 functions emit for that order) and their SKUs to fresh test SKUs with the same prices. The
 order row is seeded as the ingress would have stored it (with its outbox row marked published:
 only the replay drives the saga), because order-status refuses events of unknown orders.
@@ -18,14 +18,18 @@ from typing import Any
 
 import psycopg
 import pytest
+from cloudevents.conversion import to_structured
+from kafka import KafkaProducer
 
 from minimart.bootstrap import Container
-from minimart.catalog import Event, EventType, derived_event_id
-from minimart.local import replay, stack
-from minimart.local.checker import check_books, wait_for_books
-from minimart.local.client import OrderClient
-from minimart.local.inspect import order_effects
+from minimart.catalog import Event, EventType, build, derived_event_id
+from minimart.console import replay
+from minimart.console.checker import check_books, wait_for_books
+from minimart.console.client import OrderClient
+from minimart.console.effects import order_effects
+from minimart.local import stack
 from minimart.settings import Settings
+from tests import replaying
 from tests.reliability.saga import assert_books
 from tests.stack import eventually, new_sku, stock_of
 
@@ -42,7 +46,7 @@ def rebased_fixture(
     skus = {item["sku"]: new_sku(settings, stock=10, price_cents=item["unitPriceCents"])
             for item in created["items"]}  # fmt: skip
     order_id = str(uuid.uuid4())
-    return order_id, list(skus.values()), replay.rebase(records, order_id, skus)
+    return order_id, list(skus.values()), replaying.rebase(records, order_id, skus)
 
 
 def seed_order(settings: Settings, created: replay.RecordedEvent) -> None:
@@ -94,11 +98,11 @@ def test_recorded_run_replayed_to_kafka_reaches_the_same_end_and_twice_changes_n
         step["step"] for step in order["timeline"]
     }
     assert_books(running_stack, [order_id], skus)
-    replay.wait_drained(running_stack, timeout=90)
+    replaying.wait_drained(running_stack, timeout=90)
     before = snapshot(running_stack, order_id, skus)
     for _ in range(2):
         replay.replay_to_kafka(running_stack, records, rate=200)
-    replay.wait_drained(running_stack, timeout=90)
+    replaying.wait_drained(running_stack, timeout=90)
     assert snapshot(running_stack, order_id, skus) == before
     assert_books(running_stack, [order_id], skus)
 
@@ -117,7 +121,7 @@ def test_recorded_run_replayed_over_http_straight_to_inventory(
     assert [r.status for r in first] == [200], first
     assert client.wait_final(order_id, timeout=60)["status"] == "CANCELLED"
     assert_books(running_stack, [order_id], skus)
-    replay.wait_drained(running_stack, timeout=90)
+    replaying.wait_drained(running_stack, timeout=90)
     before = snapshot(running_stack, order_id, skus)
     for _ in range(2):
         results = replay.replay_to_http(inventory, mine, rate=100)
@@ -125,12 +129,29 @@ def test_recorded_run_replayed_over_http_straight_to_inventory(
     assert snapshot(running_stack, order_id, skus) == before
 
 
+def publish_structured(settings: Settings, event: Event, source: str) -> None:
+    """``event`` as a structured-mode CloudEvent (attributes in the JSON value), as a producer
+    other than minimart's own publisher may write it."""
+    headers, body = to_structured(build(event, source))
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    try:
+        content_type = str(headers["content-type"]).encode()
+        producer.send(
+            event.type.topic, key=event.order_id.encode(), value=body,
+            headers=[("content-type", content_type)],
+        ).get(timeout=30)  # fmt: skip
+    finally:
+        producer.close(timeout=10)
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
 def test_dead_letter_listed_with_reason_and_redriven_after_the_fix(
-    running_stack: Settings, client: OrderClient
+    running_stack: Settings, client: OrderClient, mode: str
 ) -> None:
     """An event for an order order-status does not know yet is retried, then dead-lettered;
     once the order exists (the fix), re-driving it completes the saga, and the books of the
-    order and of the dead-letter topic balance (a re-driven dead letter is resolved)."""
+    order and of the dead-letter topic balance (a re-driven dead letter is resolved). In
+    structured mode the dead letter's attributes are inside its JSON value."""
     order_id, _, records = rebased_fixture(running_stack, "saga-confirmed")
     created = records[0]
     rejected = Event(
@@ -139,8 +160,10 @@ def test_dead_letter_listed_with_reason_and_redriven_after_the_fix(
         order_id,
         {"orderId": order_id, "reason": "insufficient_stock: re-drive test"},
     )
-    publisher = Container(running_stack).publisher
-    publisher.publish([rejected], source="inventory")
+    if mode == "binary":
+        Container(running_stack).publisher.publish([rejected], source="inventory")
+    else:
+        publish_structured(running_stack, rejected, source="inventory")
 
     def letter() -> replay.DeadLetter | None:
         found = [d for d in replay.read_dead_letters(running_stack)
@@ -148,7 +171,9 @@ def test_dead_letter_listed_with_reason_and_redriven_after_the_fix(
         return found[0] if found else None
 
     dead = eventually(letter, timeout=60, what="the event dead-lettered")
+    assert dead.record.structured == (mode == "structured")
     assert dead.code == "500", dead
+    assert dead.event_type == EventType.INVENTORY_REJECTED.value
     assert dead.destination.endswith(
         f":{stack.plan_stack(running_stack).function('order-status').port}/"
     )
