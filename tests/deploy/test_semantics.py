@@ -9,9 +9,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import yaml
 
+from minimart import bootstrap
 from minimart.catalog import DEAD_LETTER_TOPIC, EventType
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.deploy import kube
@@ -539,7 +539,6 @@ _POOL_DSN = {
 
 def _assert_builds_only_what_it_is_given(name: str, env: Mapping[str, str]) -> None:
     """The databases a function warms up (minimart.bootstrap) are those it gets a DSN for."""
-    bootstrap = pytest.importorskip("minimart.bootstrap")
     warm_up = getattr(bootstrap, "WARM_UP", None)
     if warm_up is None:
         return
@@ -601,6 +600,27 @@ def _bound_service_accounts(rendered: list[dict[str, Any]]) -> set[tuple[str, st
         for subject in binding.get("subjects", [])
         if subject["kind"] == "ServiceAccount"
     }
+
+
+# The volume types the "restricted" Pod Security Standard allows.
+RESTRICTED_VOLUMES = frozenset(
+    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim"}
+    | {"projected", "secret"}
+)
+
+
+def test_the_minimart_namespace_enforces_restricted(rendered: list[dict[str, Any]]) -> None:
+    """Enforced, not just warned: the hardening test below is what lets every pod in."""
+    (namespace,) = kube.of_kind(rendered, "", "Namespace")
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == f"v{kube.KUBERNETES_VERSION}"
+    for doc in _workloads(rendered):
+        for pod in kube.pod_specs(doc):
+            for volume in pod.get("volumes", []):
+                kinds = set(volume) - {"name"}
+                assert kinds <= RESTRICTED_VOLUMES, f"{_where(doc)}: volume {volume['name']}"
+            assert not pod.get("hostPID") and not pod.get("hostIPC"), _where(doc)
 
 
 def test_every_container_is_hardened_with_resources_and_probes(each_build: kube.Build) -> None:
