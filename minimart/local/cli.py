@@ -24,8 +24,7 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    for name, running in stack.status(settings).items():
-        print(f"  {'up  ' if running else 'down'}  {name}")
+    print(stack.format_status(stack.status(settings)))
     return 0
 
 

@@ -83,7 +83,8 @@ def assert_books(
 
 
 def heal(settings: Settings, client: OrderClient, sku: str) -> None:
-    """Bring back whatever is down and prove the stack works: one order to its final state."""
-    stack.up(settings)
+    """Wait until supervisord has brought back whatever died (nothing here starts anything)
+    and prove the stack works: one order to its final state."""
+    stack.wait_ready(settings)
     (order_id,) = place_batch(client, sku, 1)
     client.wait_final(order_id, timeout=90)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import flask
 import functions_framework
@@ -262,6 +263,28 @@ def test_a_structured_cloud_event_is_handled_too(
 
     assert response.status_code == 200
     assert [e.type for e in publisher(container).events] == [EventType.SHIPPING_PREPARED]
+
+
+def test_percent_encoded_binary_headers_are_decoded_before_the_step_runs(
+    client: Callable[[str], FlaskClient], container: Container
+) -> None:
+    """The dispatcher percent-encodes header values (HTTP binding 3.1.3.2): the next event's
+    id is derived from the decoded id, as a structured-mode delivery of the same event."""
+    order_id = new_id()
+    captured = Event(
+        EventType.PAYMENT_CAPTURED,
+        f"pay {order_id} \u20ac",
+        order_id,
+        {**order_facts(order_id), "paymentId": payment_id(order_id)},
+    )
+    headers, body = to_binary(build(captured, "test"))
+    headers["ce-id"] = quote(captured.id, safe="")
+
+    response = client("shipping").post("/", headers=headers, data=body)
+
+    assert response.status_code == 200
+    (published,) = publisher(container).events
+    assert published.id == derived_event_id(captured.id, EventType.SHIPPING_PREPARED)
 
 
 def test_notification_enqueues_and_publishes(
@@ -564,6 +587,43 @@ def test_other_routes_are_problems(
     api: FlaskClient, method: str, path: str, status: int, kind: str
 ) -> None:
     assert_problem(api.open(path, method=method), status, kind)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/orders", {"POST"}),
+        ("PUT", "/orders", {"POST"}),
+        ("DELETE", f"/orders/{uuid.uuid4()}", {"GET", "HEAD"}),
+        ("POST", f"/orders/{uuid.uuid4()}", {"GET", "HEAD"}),
+    ],
+)
+def test_a_405_says_which_methods_are_allowed(
+    api: FlaskClient, method: str, path: str, allowed: set[str]
+) -> None:
+    response = api.open(path, method=method)
+
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("name", SAGA_FUNCTIONS)
+def test_a_405_of_the_framework_says_which_methods_are_allowed(
+    client: Callable[[str], FlaskClient], name: str
+) -> None:
+    response = client(name).get("/")  # CloudEvents are POSTed
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_head_of_an_order_answers_as_get_without_a_body(api: FlaskClient) -> None:
+    response = api.head(f"/orders/{uuid.uuid4()}")
+
+    assert response.status_code == 404
+    assert response.data == b""
 
 
 @pytest.mark.parametrize("path", ["/orders/a%0Ab", "/orders/x/y", "/robots.txt"])
