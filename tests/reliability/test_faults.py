@@ -8,7 +8,6 @@ scoped to them and other tests sharing the stack do not interfere.
 from __future__ import annotations
 
 import concurrent.futures
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ import pytest
 
 from minimart.bootstrap import Container
 from minimart.handlers.orders import place_order
-from minimart.local import replay, servers, stack
+from minimart.local import servers, stack
 from minimart.local.client import OrderClient
 from minimart.settings import Settings
 from tests.reliability.saga import US, assert_books, heal, place_batch, wait_final
@@ -63,29 +62,6 @@ def test_function_killed_mid_flight_then_restarted(running_stack: Settings, clie
         stack.up(running_stack)
 
     run_with_fault(running_stack, client, crash_payment, count=20)
-
-
-def test_duplicate_storm_three_times_and_out_of_order(running_stack: Settings,
-                                                      client: OrderClient) -> None:  # fmt: skip
-    sku = new_sku(running_stack, stock=10_000)
-    declined = place_batch(client, sku, 2, customer=402)  # compensations are replayed too
-    order_ids = place_batch(client, sku, 8) + declined
-    rng = random.Random(7)
-    # Mid-flight: whatever the topics hold so far, three more times, shuffled.
-    early = replay.record(running_stack, order_ids=order_ids)
-    storm = early * 3
-    rng.shuffle(storm)
-    replay.replay_to_kafka(running_stack, storm)
-    wait_final(client, order_ids)
-    # Then the whole run, three more times, shuffled across topics and orders.
-    everything = replay.record(running_stack, order_ids=order_ids)
-    storm = everything * 3
-    rng.shuffle(storm)
-    replay.replay_to_kafka(running_stack, storm)
-    replay.wait_drained(running_stack, timeout=120)
-    report = assert_books(running_stack, order_ids, [sku])
-    assert report.final == {"CONFIRMED": 8, "CANCELLED": 2}
-    assert len(everything) >= 10 * 6
 
 
 def test_committed_but_unpublished_order_is_published_by_the_relay(
