@@ -8,15 +8,17 @@ anything transient raises, which answers 500 and is retried.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
+from urllib.parse import unquote
 
 import flask
 from cloudevents.http import CloudEvent
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from minimart.bootstrap import STEPS, Container, container
+from minimart.bootstrap import STEPS, Container, bootstrap
 from minimart.catalog import InvalidEvent, parse
 from minimart.observability import tracing
 from minimart.problems import problem
@@ -36,8 +38,54 @@ STEP_SECONDS = Histogram(
 )
 
 
+# Where a function's app keeps its container (Flask's slot for extensions' state).
+_EXTENSION = "minimart"
+_building = threading.Lock()
+
+
+def use_container(app: flask.Flask, container: Container) -> None:
+    """Serve ``app`` with ``container`` (tests hand in one built on fakes)."""
+    app.extensions[_EXTENSION] = container
+
+
+def container_of(app: flask.Flask) -> Container:
+    """The app's container: the one handed in, else the real one, built on first use (which
+    sets tracing up before any client exists)."""
+    found: Container | None = app.extensions.get(_EXTENSION)
+    if found is None:
+        with _building:
+            found = app.extensions.get(_EXTENSION)
+            if found is None:
+                found = app.extensions[_EXTENSION] = bootstrap()
+    return found
+
+
+def header_text(value: str) -> str:
+    """A CloudEvents attribute as an HTTP header carries it, decoded (HTTP binding 3.1.3.2):
+    percent-decoded (UTF-8); a value in double quotes, as older senders wrote them, unquoted."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return unquote(value, errors="replace") if "%" in value else value
+
+
+def decode_binary_attributes(cloud_event: CloudEvent, content_type: str | None) -> None:
+    """Percent-decode the attributes of a binary-mode event in place.
+
+    cloudevents 1.12's ``from_http`` (what functions-framework builds the event with) keeps
+    ``ce-source: /a%20b`` as ``/a%20b``; a conformant sender (the dispatcher, Knative)
+    encodes space, ``"``, ``%`` and non-ASCII. Structured mode carries the attributes in JSON,
+    which is not encoded.
+    """
+    if (content_type or "").startswith("application/cloudevents"):
+        return
+    for name, value in list(cloud_event.get_attributes().items()):
+        if isinstance(value, str) and ("%" in value or value[:1] == '"'):
+            cloud_event[name] = header_text(value)
+
+
 def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
-    c = container()  # sets tracing up on first use
+    c = container_of(flask.current_app)
+    decode_binary_attributes(cloud_event, flask.request.mimetype)
     attributes = cloud_event.get_attributes()
     parent = tracing.extract(flask.request.headers, attributes)  # transport, then extension
     event_type = str(attributes.get("type", ""))
@@ -92,7 +140,7 @@ def install_operational_routes(app: flask.Flask, service: str) -> None:
 
     def healthz() -> Any:
         try:
-            container().warm_up(service)
+            container_of(app).warm_up(service)
         except Exception as exc:  # not ready yet: the probe retries
             log.warning("%s not ready: %s", service, exc)
             return flask.jsonify(status="starting", error=str(exc)), 503
@@ -106,7 +154,11 @@ def install_operational_routes(app: flask.Flask, service: str) -> None:
         if exc.response is not None:
             return exc.response
         code = exc.code or 500
-        return problem(code, f"http-{code}", exc.name, exc.description or exc.name)
+        response = problem(code, f"http-{code}", exc.name, exc.description or exc.name)
+        for name, value in exc.get_headers():  # a 405's Allow (RFC 9110 15.5.6)
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])

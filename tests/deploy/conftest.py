@@ -12,9 +12,9 @@ from tests.deploy import kube
 
 @pytest.fixture(scope="session")
 def schemas() -> None:
-    """The shared JSON schemas; CI has shared/ beside the clone, so this only skips elsewhere."""
-    if not kube.SCHEMAS_DIR.is_dir():
-        pytest.skip(f"no k8s schemas at {kube.SCHEMAS_DIR} (shared/ is not beside the repo)")
+    """The project's JSON schemas: a clone without them is broken, so this fails, never skips."""
+    if not (kube.SCHEMAS_DIR / "README.md").is_file():
+        pytest.fail(f"no k8s schemas at {kube.SCHEMAS_DIR}: they are part of the repository")
 
 
 @pytest.fixture(scope="session")

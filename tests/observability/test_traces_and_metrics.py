@@ -13,7 +13,7 @@ import requests
 from kafka import KafkaProducer
 
 from minimart.catalog import Event, EventType, build
-from minimart.local.client import OrderClient
+from minimart.console.client import OrderClient
 from minimart.observability import tracing
 from minimart.observability.trace_view import (
     SpanRecord,

@@ -16,8 +16,9 @@ from psycopg.rows import dict_row
 from pymongo import MongoClient
 
 from minimart.adapters.redis_streams import STREAM
-from minimart.local import replay
+from minimart.console import replay
 from minimart.settings import Settings
+from tests import replaying
 
 Rows = list[dict[str, Any]]
 
@@ -90,5 +91,5 @@ def snapshot(
 def settle(settings: Settings, timeout: float = 120.0) -> None:
     """Wait until every KafkaSource has committed its topics' end, twice: a delivery that
     committed between two sources' checks may have published to a source checked before."""
-    replay.wait_drained(settings, timeout=timeout)
-    replay.wait_drained(settings, timeout=timeout)
+    replaying.wait_drained(settings, timeout=timeout)
+    replaying.wait_drained(settings, timeout=timeout)

@@ -34,11 +34,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from minimart.catalog import EventType
-from minimart.local import replay, stack
-from minimart.local.checker import notifications
-from minimart.local.client import OrderClient
+from minimart.console import replay
+from minimart.console.books import notifications
+from minimart.console.client import OrderClient
+from minimart.local import stack
 from minimart.local.delivery import WRAPPED_EVENT_TYPE, wrapped_source
-from minimart.local.manifests import load_topology
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US, assert_books, place_batch, wait_final
 from tests.stack import eventually, new_sku, stock_of
@@ -78,10 +79,7 @@ def traces(settings: Settings, customer: int, sku: str) -> dict[str, Any]:
         )
     finally:
         mongo.close()
-    notes = sum(
-        1 for entries in notifications(settings).values() for n in entries
-        if n.get("customerId") == str(customer)
-    )  # fmt: skip
+    notes = sum(1 for n in notifications(settings) if n.customer_id == str(customer))
     return {
         "orders": orders, "outbox": outbox, "timeline": timeline, "reservations": reservations,
         "payments": payments, "shipments": shipments, "notifications": notes,

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from minimart.bootstrap import Container
+from minimart.console.client import OrderClient
 from minimart.handlers.orders import place_order
 from minimart.local import servers, stack
-from minimart.local.client import OrderClient
 from minimart.settings import Settings
 from tests.reliability.saga import US, assert_books, heal, place_batch, wait_final
 from tests.stack import eventually, new_sku, stock_of
@@ -52,16 +52,24 @@ def run_with_fault(
 # -- quick: in the default CI run -------------------------------------------------------
 
 
-def test_function_killed_mid_flight_then_restarted(running_stack: Settings, client: OrderClient
-                                                   ) -> None:  # fmt: skip
-    plan = stack.plan_stack(running_stack)
+def crash(settings: Settings, name: str) -> Callable[[], None]:
+    """A fault: SIGKILL program ``name`` with its process group and descendants, and nothing
+    else: supervisord brings it back by itself (heal() only waits for it to answer)."""
 
-    def crash_payment() -> None:
-        servers.kill_process(plan.function("payment").process_name, running_stack)
-        time.sleep(1.0)  # deliveries to it fail and are retried meanwhile
-        stack.up(running_stack)
+    def fault() -> None:
+        assert stack.kill(settings, name) is not None, f"{name} is not running"
 
-    run_with_fault(running_stack, client, crash_payment, count=20)
+    return fault
+
+
+def test_function_killed_mid_flight_heals_by_itself(running_stack: Settings, client: OrderClient
+                                                    ) -> None:  # fmt: skip
+    name = stack.plan_stack(running_stack).function("payment").process_name
+    before = servers.supervised(running_stack, name)
+    assert before is not None
+    run_with_fault(running_stack, client, crash(running_stack, name), count=20)
+    after = servers.supervised(running_stack, name)
+    assert after is not None and after.restarts == before.restarts + 1, (before, after)
 
 
 def test_committed_but_unpublished_order_is_published_by_the_relay(
@@ -108,14 +116,8 @@ def test_server_restarted_mid_flight(running_stack: Settings, client: OrderClien
 @pytest.mark.parametrize("service", ["inventory", "order-status", "notification", "shipping"])
 def test_other_functions_killed_mid_flight(running_stack: Settings, client: OrderClient,
                                            service: str) -> None:  # fmt: skip
-    plan = stack.plan_stack(running_stack)
-
-    def crash() -> None:
-        servers.kill_process(plan.function(service).process_name, running_stack)
-        time.sleep(1.0)
-        stack.up(running_stack)
-
-    run_with_fault(running_stack, client, crash, count=20)
+    name = stack.plan_stack(running_stack).function(service).process_name
+    run_with_fault(running_stack, client, crash(running_stack, name), count=20)
 
 
 @pytest.mark.slow
@@ -130,8 +132,8 @@ def test_dispatcher_killed_after_delivery_before_commit(
 
     def crash_repeatedly() -> None:
         for _ in range(2):
-            servers.kill_process(name, running_stack)
-            stack.up(running_stack)
+            crash(running_stack, name)()
+            stack.wait_ready(running_stack)  # supervisord restarted it
             if stop.wait(1.0):
                 return
 

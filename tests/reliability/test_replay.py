@@ -4,7 +4,7 @@ re-driven after a fix.
 
 The fixtures under tests/fixtures/replay are real runs recorded with
 `python -m minimart.local record FILE --order-id ID`. Their order id is moved to a fresh one
-(``replay.rebase``: event ids are deterministic, so the rebased run is exactly what the live
+(``replaying.rebase``: event ids are deterministic, so the rebased run is exactly what the live
 functions emit for that order) and their SKUs to fresh test SKUs with the same prices. The
 order row is seeded as the ingress would have stored it (with its outbox row marked published:
 only the replay drives the saga), because order-status refuses events of unknown orders.
@@ -18,13 +18,17 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cloudevents.conversion import to_structured
+from kafka import KafkaProducer
 
 from minimart.bootstrap import Container
-from minimart.catalog import Event, EventType, derived_event_id
-from minimart.local import replay, stack
-from minimart.local.checker import check_books, wait_for_books
-from minimart.local.client import OrderClient
+from minimart.catalog import Event, EventType, build, derived_event_id
+from minimart.console import replay
+from minimart.console.checker import check_books, wait_for_books
+from minimart.console.client import OrderClient
+from minimart.local import stack
 from minimart.settings import Settings
+from tests import replaying
 from tests.reliability.saga import assert_books, place_batch, wait_final
 from tests.reliability.stores import settle, snapshot
 from tests.stack import eventually, new_sku
@@ -47,7 +51,7 @@ def rebased_fixture(
             new_sku(settings, stock=10, price_cents=item["unitPriceCents"])
             for item in created["items"]}  # fmt: skip
     order_id = str(uuid.uuid4())
-    return order_id, list(skus.values()), replay.rebase(records, order_id, skus)
+    return order_id, list(skus.values()), replaying.rebase(records, order_id, skus)
 
 
 def seed_order(settings: Settings, created: replay.RecordedEvent) -> None:
@@ -141,12 +145,29 @@ def test_duplicate_storm_mid_flight_and_after_changes_nothing(
     assert report.final == {"CONFIRMED": 8, "CANCELLED": 2}
 
 
+def publish_structured(settings: Settings, event: Event, source: str) -> None:
+    """``event`` as a structured-mode CloudEvent (attributes in the JSON value), as a producer
+    other than minimart's own publisher may write it."""
+    headers, body = to_structured(build(event, source))
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    try:
+        content_type = str(headers["content-type"]).encode()
+        producer.send(
+            event.type.topic, key=event.order_id.encode(), value=body,
+            headers=[("content-type", content_type)],
+        ).get(timeout=30)  # fmt: skip
+    finally:
+        producer.close(timeout=10)
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
 def test_dead_letter_listed_with_reason_and_redriven_after_the_fix(
-    running_stack: Settings, client: OrderClient
+    running_stack: Settings, client: OrderClient, mode: str
 ) -> None:
     """An event for an order order-status does not know yet is retried, then dead-lettered;
     once the order exists (the fix), re-driving it completes the saga, and the books of the
-    order and of the dead-letter topic balance (a re-driven dead letter is resolved)."""
+    order and of the dead-letter topic balance (a re-driven dead letter is resolved). In
+    structured mode the dead letter's attributes are inside its JSON value."""
     order_id, _, records = rebased_fixture(running_stack, "saga-confirmed")
     created = records[0]
     rejected = Event(
@@ -155,8 +176,10 @@ def test_dead_letter_listed_with_reason_and_redriven_after_the_fix(
         order_id,
         {"orderId": order_id, "reason": "insufficient_stock: re-drive test"},
     )
-    publisher = Container(running_stack).publisher
-    publisher.publish([rejected], source="inventory")
+    if mode == "binary":
+        Container(running_stack).publisher.publish([rejected], source="inventory")
+    else:
+        publish_structured(running_stack, rejected, source="inventory")
 
     def letter() -> replay.DeadLetter | None:
         found = [d for d in replay.read_dead_letters(running_stack)
@@ -164,7 +187,9 @@ def test_dead_letter_listed_with_reason_and_redriven_after_the_fix(
         return found[0] if found else None
 
     dead = eventually(letter, timeout=60, what="the event dead-lettered")
+    assert dead.record.structured == (mode == "structured")
     assert dead.code == "500", dead
+    assert dead.event_type == EventType.INVENTORY_REJECTED.value
     assert dead.destination.endswith(
         f":{stack.plan_stack(running_stack).function('order-status').port}/"
     )
