@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import labelled_results
-from minimart.local.manifests import Delivery, KafkaSourceSpec
-from minimart.local.replay import RecordedEvent
+from minimart.console.replay import RecordedEvent
+from minimart.local.delivery import Deliverer
 from minimart.local.traced_delivery import TracedDeliverer
+from minimart.manifests import Delivery, KafkaSourceSpec
 from minimart.observability import tracing
 from minimart.settings import Settings
 
@@ -82,15 +83,15 @@ def records(count: int) -> list[RecordedEvent]:
 
 
 def measure(deliverer: TracedDeliverer, batch: list[RecordedEvent]) -> float:
-    pool = deliverer.new_pool()
+    conn = deliverer.new_connection()
     stop = threading.Event()
     for record in batch[:50]:  # warm the connection and caches
-        deliverer.deliver(record, pool, stop)
+        deliverer.deliver(record, conn, stop)
     began = time.process_time()
     for record in batch:
-        deliverer.deliver(record, pool, stop)
+        deliverer.deliver(record, conn, stop)
     spent = time.process_time() - began
-    deliverer.close_pool(pool)
+    conn.close()
     return spent / len(batch)
 
 
@@ -114,7 +115,7 @@ def main() -> None:
         ordering="ordered",
         delivery=Delivery(retry=3, backoff_delay_s=0.2, timeout_s=10.0),
     )
-    deliverer = TracedDeliverer(spec, url, None)
+    deliverer = TracedDeliverer(Deliverer(spec, url, None))
     batch = records(args.records)
     off: list[float] = []
     on: list[float] = []

@@ -26,8 +26,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from minimart.adapters.kafka_publisher import make_producer
+from minimart.kafka_clients import FETCH_LIMITS
 from minimart.local import stack
-from minimart.local.kafka_limits import FETCH_LIMITS
 from minimart.local.servers import process
 from minimart.local.servers.supervision import Program, Supervisor
 from minimart.settings import PROJECT_ROOT, Settings

@@ -166,3 +166,13 @@ def wait_complete(
         if done == len(order_ids) or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
+
+
+def warm_up(settings: Settings, rate: float = 15.0, seconds: float = 20.0) -> int:
+    """Orders down every path until every process has served many (the broker's JIT, the
+    functions' lazy imports and pools, the consumers' fetch sessions), then let them finish.
+    A cold stack completes far fewer orders per second than a warm one. Returns how many."""
+    result = run_open_loop(settings.host, settings.ingress_port, rate, seconds, seed=99)
+    ids = [p.order_id for p in result.posted if p.status == 202 and p.order_id]
+    wait_complete(settings, ids, 120)
+    return len(ids)

@@ -3,11 +3,14 @@
 1. the transport floor (bench/floor.py) at the floor rates;
 2. open-loop arrival rates (default 10, 25, 50, 100, 150, 200 orders/s, then upward while the
    stack keeps up, then one bisection step): end-to-end latency, backlog over time, POST
-   latency, CPU seconds per completed order across every process of the stack;
+   latency, CPU per completed order by component (bench/cpu.py: each function, each
+   dispatcher, Kafka, PostgreSQL, the Mongo-compatible store, Redis) with the product
+   (functions and servers) and emulator (dispatchers) sums;
 3. POST /orders alone, closed loop, for its throughput;
 4. a per-hop breakdown at the target rate from the timelines and the /metrics endpoints.
 
-Writes bench/results.json and bench/results.png. The stack is the one of
+The stack is warmed up first (``--warm-up`` seconds of orders). Writes bench/results.json
+and bench/results.png. The stack is the one of
 ``Settings.from_env()`` (``MINIMART_*`` ports and state dir); ``up`` is run first.
 """
 
@@ -28,16 +31,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import cpu as cpu_mod
 from bench import floor as floor_mod
 from bench import load
 from minimart.local import stack
-from minimart.local.manifests import load_topology
-from minimart.local.servers import process
-from minimart.local.servers.supervision import Supervisor
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("bench")
@@ -48,6 +49,15 @@ HOPS = 6
 TARGET_RATE = 50.0
 TARGETS = {"e2e_p50_ms": 50.0, "e2e_p99_ms": 250.0, "sustained_orders_per_s": 150.0,
            "floor_ratio_p50": 3.0}  # fmt: skip
+DELIVERIES_TOTAL = "minimart_dispatcher_deliveries_total"
+SPLIT_KEYS = (
+    "cpu_ms_per_order_by_component",
+    "product_cpu_ms_per_order",
+    "functions_cpu_ms_per_order",
+    "servers_cpu_ms_per_order",
+    "emulator_cpu_ms_per_order",
+    "emulator_cpu_ms_per_delivery",
+)
 # Sustained: every accepted order completed, the backlog did not grow after the window's first
 # second, and the last order finished within this long after the window closed.
 DRAIN_LIMIT_S = 5.0
@@ -73,44 +83,6 @@ def summary(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-# -- CPU of every process of the stack ---------------------------------------------------------
-
-
-def stack_pids(settings: Settings) -> list[int]:
-    """Every process of the stack: each supervised program and its descendants."""
-    pids: set[int] = set()
-    for name, info in Supervisor(settings).infos().items():
-        if info.pid is not None and not name.startswith("bench-"):
-            pids.update(process.family_pids(info.pid))
-    return sorted(pids)
-
-
-def cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
-    """User + system CPU seconds of each live process of ``pids``."""
-    seconds = {}
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except psutil.Error:
-            continue
-        seconds[pid] = times.user + times.system
-    return seconds
-
-
-class CpuMeter:
-    """CPU seconds (user + system) of the stack's processes between start() and stop()."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def start(self) -> None:
-        self._before = cpu_seconds(stack_pids(self.settings))
-
-    def stop(self) -> float:
-        after = cpu_seconds(stack_pids(self.settings))
-        return sum(t - self._before.get(pid, 0.0) for pid, t in after.items())
-
-
 # -- Prometheus metrics of functions and dispatchers --------------------------------------------
 
 
@@ -123,10 +95,22 @@ def scrape(urls: Iterable[str]) -> dict[tuple[str, tuple[tuple[str, str], ...]],
             continue
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name.endswith(("_sum", "_count")) and sample.name.startswith("minimart_"):
+                if sample.name.startswith("minimart_") and (
+                    sample.name.endswith(("_sum", "_count")) or sample.name == DELIVERIES_TOTAL
+                ):
                     key = (sample.name, tuple(sorted(sample.labels.items())))
                     samples[key] = samples.get(key, 0.0) + sample.value
     return samples
+
+
+def deliveries(before: dict[Any, float], after: dict[Any, float]) -> float:
+    """Records the dispatchers finished between two scrapes (delivered, dead-lettered or
+    dropped; retries are attempts, not deliveries)."""
+    total = 0.0
+    for (name, labels), value in after.items():
+        if name == DELIVERIES_TOTAL and dict(labels).get("outcome") != "retried":
+            total += value - before.get((name, labels), 0.0)
+    return total
 
 
 def metric_means(
@@ -179,9 +163,14 @@ def slope(points: Sequence[tuple[float, int]]) -> float:
 
 
 def run_rate(
-    settings: Settings, rate: float, seconds: float, drain_s: float, urls: list[str]
+    settings: Settings,
+    rate: float,
+    seconds: float,
+    drain_s: float,
+    urls: list[str],
+    components: list[cpu_mod.Component],
 ) -> dict[str, Any]:
-    cpu = CpuMeter(settings)
+    cpu = cpu_mod.ComponentCpu(components)
     before = scrape(urls)
     cpu.start()
     result = load.run_open_loop(
@@ -191,7 +180,8 @@ def run_rate(
     accepted = [p for p in result.posted if p.status == 202 and p.order_id]
     ids = [p.order_id for p in accepted if p.order_id]
     found = load.wait_complete(settings, ids, drain_s)
-    cpu_s = cpu.stop()
+    by_component = cpu.stop()
+    cpu_s = sum(by_component.values())
     after = scrape(urls)
     done = [c for c in found.values() if c.final_at is not None]
     kinds = {p.order_id: p.kind for p in accepted}
@@ -237,13 +227,14 @@ def run_rate(
         "completed_per_s": round(len(done) / elapsed, 1) if elapsed else None,
         "cpu_s": round(cpu_s, 2),
         "cpu_s_per_order": round(cpu_s / len(done), 4) if done else None,
+        **cpu_mod.split(components, by_component, len(done), deliveries(before, after)),
         "sustained": ok,
         "hops": hop_breakdown(confirmed, found, settings, before, after),
         "_ids": ids,
     }
     log.info(
         "rate %5.0f/s: e2e p50 %s p95 %s p99 %s ms | POST p50 %s p99 %s | backlog slope %.2f"
-        " max %d | cpu/order %s s | %s",
+        " max %d | cpu/order %s s (emulator %s ms) | %s",
         rate,
         entry["e2e_ms"]["p50"],
         entry["e2e_ms"]["p95"],
@@ -253,6 +244,7 @@ def run_rate(
         growth,
         entry["backlog_max"],
         entry["cpu_s_per_order"],
+        entry.get("emulator_cpu_ms_per_order"),
         "sustained" if ok else "NOT sustained",
     )
     return entry
@@ -411,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--post-clients", type=int, default=16)
     parser.add_argument("--post-seconds", type=float, default=5.0)
     parser.add_argument("--no-up", action="store_true", help="do not run `up` first")
+    parser.add_argument("--warm-up", type=float, default=20.0, help="seconds of load first")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -426,9 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     log.info("machine: %s", info)
 
-    # warm-up: a few orders through every path
-    load.run_open_loop(settings.host, settings.ingress_port, 20, 2)
-    time.sleep(2)
+    log.info("warming the stack up (%.0f s)", args.warm_up)
+    load.warm_up(settings, seconds=args.warm_up)
+    components = cpu_mod.stack_components(settings, plan)
 
     floor: dict[str, Any] = {}
     if not args.no_floor:
@@ -447,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rate in tried:
             continue
         tried.add(rate)
-        entry = run_rate(settings, rate, args.seconds, args.drain, urls)
+        entry = run_rate(settings, rate, args.seconds, args.drain, urls, components)
         ids = entry.pop("_ids")
         rates[str(int(rate))] = entry
         if entry["sustained"]:
@@ -501,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "post_orders_alone": post_alone,
         "cpu_s_per_order": target["cpu_s_per_order"],
+        # CPU per completed order at the headline rate, by component, and its two sums.
+        **{k: target[k] for k in SPLIT_KEYS if k in target},
         "headline_rate": headline_rate,
         "floor_ms": {"p50": floor_p50, "by_rate": floor},
         "floor_ratio_p50": round(saga_p50 / floor_p50, 2) if saga_p50 and floor_p50 else None,
@@ -520,8 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     draw(results, out.with_suffix(".png"))
     log.info("wrote %s and %s", out, out.with_suffix(".png"))
     keys = ("e2e_ms", "sustained_orders_per_s", "post_orders_ms", "cpu_s_per_order",
-            "floor_ratio_p50")  # fmt: skip
-    headline = {k: results[k] for k in keys}
+            "product_cpu_ms_per_order", "emulator_cpu_ms_per_order", "floor_ratio_p50")  # fmt: skip
+    headline = {k: results.get(k) for k in keys}
     headline["floor_ms"] = {"p50": floor_p50}
     print(json.dumps(headline, indent=2))
     return 0

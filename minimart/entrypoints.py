@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
+from typing import Any
+from urllib.parse import unquote, urljoin
 
 import flask
 import requests
@@ -19,14 +20,11 @@ from cloudevents.http import CloudEvent
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from minimart.bootstrap import STEPS, Container, container
-from minimart.catalog import DEAD_LETTER_TOPIC, InvalidEvent, parse
+from minimart.bootstrap import STEPS, Container, bootstrap
+from minimart.catalog import InvalidEvent, parse
 from minimart.handlers import redrive
 from minimart.observability import tracing
 from minimart.problems import problem
-
-if TYPE_CHECKING:
-    from minimart.local.replay import RecordedEvent
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +43,54 @@ STEP_SECONDS = Histogram(
 )
 
 
+# Where a function's app keeps its container (Flask's slot for extensions' state).
+_EXTENSION = "minimart"
+_building = threading.Lock()
+
+
+def use_container(app: flask.Flask, container: Container) -> None:
+    """Serve ``app`` with ``container`` (tests hand in one built on fakes)."""
+    app.extensions[_EXTENSION] = container
+
+
+def container_of(app: flask.Flask) -> Container:
+    """The app's container: the one handed in, else the real one, built on first use (which
+    sets tracing up before any client exists)."""
+    found: Container | None = app.extensions.get(_EXTENSION)
+    if found is None:
+        with _building:
+            found = app.extensions.get(_EXTENSION)
+            if found is None:
+                found = app.extensions[_EXTENSION] = bootstrap()
+    return found
+
+
+def header_text(value: str) -> str:
+    """A CloudEvents attribute as an HTTP header carries it, decoded (HTTP binding 3.1.3.2):
+    percent-decoded (UTF-8); a value in double quotes, as older senders wrote them, unquoted."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return unquote(value, errors="replace") if "%" in value else value
+
+
+def decode_binary_attributes(cloud_event: CloudEvent, content_type: str | None) -> None:
+    """Percent-decode the attributes of a binary-mode event in place.
+
+    cloudevents 1.12's ``from_http`` (what functions-framework builds the event with) keeps
+    ``ce-source: /a%20b`` as ``/a%20b``; a conformant sender (the dispatcher, Knative)
+    encodes space, ``"``, ``%`` and non-ASCII. Structured mode carries the attributes in JSON,
+    which is not encoded.
+    """
+    if (content_type or "").startswith("application/cloudevents"):
+        return
+    for name, value in list(cloud_event.get_attributes().items()):
+        if isinstance(value, str) and ("%" in value or value[:1] == '"'):
+            cloud_event[name] = header_text(value)
+
+
 def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
-    c = container()  # sets tracing up on first use
+    c = container_of(flask.current_app)
+    decode_binary_attributes(cloud_event, flask.request.mimetype)
     attributes = cloud_event.get_attributes()
     parent = tracing.extract(flask.request.headers, attributes)  # transport, then extension
     event_type = str(attributes.get("type", ""))
@@ -100,53 +144,26 @@ def handle_dead_letter(cloud_event: CloudEvent) -> None:
     """The re-drive function: a dead letter back to its topic when its failure was transient
     and its sink is healthy again (``minimart.handlers.redrive``); 503 while the sink is down,
     so the re-drive KafkaSource retries later; a poison letter is left where it is."""
-    # The dead-letter code the ops console uses too; imported here, not at the top, so that
-    # the saga functions do not load the dispatcher's metrics with it.
-    from minimart.local import replay
-
-    c = container()
-    letter = replay.dead_letter(_record_of(cloud_event, flask.request))
+    c = container_of(flask.current_app)
+    decode_binary_attributes(cloud_event, flask.request.mimetype)
+    if "ce-specversion" in flask.request.headers:  # binary mode: the body is the data as it was
+        data = flask.request.get_data()
+    else:
+        body = cloud_event.get_data()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    letter = redrive.DeadLetter({k: str(v) for k, v in cloud_event.get_attributes().items()}, data)
     decision = redrive.decide(
-        code=letter.code,
-        destination=letter.destination,
-        original_topic=letter.original_topic,
-        redrives=letter.redrives,
-        own_host=flask.request.host,
-        sink_healthy=lambda: _healthy(letter.destination),
+        letter, own_host=flask.request.host, sink_healthy=lambda: _healthy(letter.destination)
     )
     level = logging.WARNING if decision.verdict is redrive.Verdict.KEEP else logging.INFO
-    log.log(level, "dead letter %s (%s): %s, %s", letter.event_id, letter.reason[:200],
-            decision.verdict, decision.reason)  # fmt: skip
+    log.log(level, "dead letter %s (HTTP %s from %s): %s, %s", cloud_event.get("id"),
+            letter.code, letter.destination, decision.verdict, decision.reason)  # fmt: skip
     EVENTS_HANDLED.labels("redrive", "deadletter", decision.verdict.value).inc()
     if decision.verdict is redrive.Verdict.WAIT:
         flask.abort(problem(503, "sink-down", "Sink not healthy yet", decision.reason))
-    if decision.verdict is redrive.Verdict.REDRIVE and letter.original_topic is not None:
-        record = replay.redriven_record(letter, letter.original_topic)
-        c.publisher.publish_record(record.topic, record.key, record.value,
-                                   [(k, v or b"") for k, v in record.headers])  # fmt: skip
-
-
-def _record_of(cloud_event: CloudEvent, request: flask.Request) -> RecordedEvent:
-    """The Kafka record a delivered CloudEvent came from (binary mode: ``ce_`` headers, the
-    data as the value) keyed by its order (``partitionkey``, else ``subject``) as it was: the
-    key picks the partition, which keeps an order's events in order."""
-    from minimart.local.replay import RecordedEvent
-
-    attributes = {k: str(v) for k, v in cloud_event.get_attributes().items()}
-    content_type = attributes.pop("datacontenttype", None)
-    headers: list[tuple[str, bytes | None]] = [
-        (f"ce_{name}", value.encode()) for name, value in attributes.items()
-    ]
-    if content_type is not None:
-        headers.append(("content-type", content_type.encode()))
-    if "ce-specversion" in request.headers:  # binary mode: the body is the data as it was
-        value = request.get_data()
-    else:
-        data = cloud_event.get_data()
-        value = data if isinstance(data, bytes) else json.dumps(data).encode()
-    key = attributes.get("partitionkey") or attributes.get("subject")
-    return RecordedEvent(DEAD_LETTER_TOPIC, -1, -1, -1, key.encode() if key else None, value,
-                         headers)  # fmt: skip
+    if decision.verdict is redrive.Verdict.REDRIVE and letter.topic is not None:
+        record = redrive.redriven(letter, letter.topic)
+        c.records.publish_record(record.topic, record.key, record.value, record.headers)
 
 
 def _healthy(sink_url: str) -> bool:
@@ -161,7 +178,7 @@ def install_operational_routes(app: flask.Flask, service: str) -> None:
 
     def healthz() -> Any:
         try:
-            container().warm_up(service)
+            container_of(app).warm_up(service)
         except Exception as exc:  # not ready yet: the probe retries
             log.warning("%s not ready: %s", service, exc)
             return flask.jsonify(status="starting", error=str(exc)), 503

@@ -83,7 +83,7 @@ def create_order(request: flask.Request, c: Container) -> flask.Response:
         return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
     tracing.annotate({tracing.ORDER_ID: accepted.order_id, tracing.SERVICE: "order"})
     if accepted.event is not None:
-        c.publish_accepted(accepted.event)
+        c.relay.publish(accepted.event)
     location = f"/orders/{accepted.order_id}"
     headers = {"Location": location}
     if not accepted.created:

@@ -1,10 +1,15 @@
 """A local stand-in for Knative's KafkaSource dispatcher: one process per KafkaSource.
 
+In a cluster this is Knative's data plane (a JVM), not minimart; here it may use whatever
+serves best, so the consumer and the dead-letter producer are librdkafka (``confluent-kafka``,
+C, bundled in its wheel): fetching, decoding and the group protocol cost no Python per record.
+The functions keep kafka-python.
+
 Design:
 
-* The main thread owns the ``KafkaConsumer`` (it is not shared): it polls, hands each
-  partition's records to that partition's worker, pauses partitions whose backlog is large,
-  commits, and updates the lag gauge.
+* The main thread owns the ``Consumer``: it takes batches (``consume``), hands each
+  partition's records to that partition's worker in one piece, pauses partitions whose
+  backlog is large, commits, and updates the lag gauge.
 * A worker thread per assigned partition (created on its first record) delivers its records
   one at a time, in offset order, waiting for the sink (``ordering: ordered``); partitions and
   topics proceed concurrently. Each worker has its own keep-alive HTTP connection.
@@ -12,19 +17,18 @@ Design:
   delivered, dead-lettered or (without a dead-letter sink) dropped. The main thread commits
   done offsets asynchronously every ``COMMIT_INTERVAL_S``; revocation and shutdown commit
   what is done before the partitions are given up.
-* Rebalance: kafka-python runs the listener inside ``poll()`` on the main thread; revoked
+* Rebalance: librdkafka runs the callbacks inside ``consume()`` on the main thread; revoked
   partitions' workers are stopped (their queued records are discarded, a retry wait is cut
   short, an HTTP attempt in flight is allowed to finish within ``REVOKE_WAIT_S``), then their
-  done offsets are committed synchronously, before the group is rejoined.
-  kafka-python 2.3 reports partitions lost by an evicted member as revoked: their commit is
-  then refused (stale generation) and the next owner redelivers from the last commit.
+  done offsets are committed synchronously, before the group is rejoined. Partitions *lost*
+  (the member was evicted) are stopped the same way but not committed: the next owner
+  redelivers from the last commit.
 * Partitions added to a subscribed topic are seen within ``METADATA_MAX_AGE_MS`` (the metadata
   refresh makes the group rebalance). ``MAX_POLL_INTERVAL_MS`` is the rebalance timeout: how
-  long the broker holds a JoinGroup for a member that has not rejoined, and how long this
-  client waits for its JoinGroup answer (kafka-python's default is 5 minutes; a rebalance stuck
-  that long stalled every order). A watchdog ends ``run()`` with ``DispatcherStalled`` if the
-  dispatcher has been without an assignment for ``WATCHDOG_SESSIONS`` session timeouts; the
-  process then closes that consumer and joins the group again with a new one.
+  long the broker holds a JoinGroup for a member that has not rejoined. A watchdog ends
+  ``run()`` with ``DispatcherStalled`` if the dispatcher has been without an assignment for
+  ``WATCHDOG_SESSIONS`` session timeouts; the process then closes that consumer and joins the
+  group again with a new one.
 """
 
 from __future__ import annotations
@@ -37,32 +41,39 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.structs import OffsetAndMetadata
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import Gauge, start_http_server
 
-from minimart.local.delivery import Deliverer, KafkaDeadLetterSink, Record
-from minimart.local.kafka_limits import FETCH_LIMITS
-from minimart.local.manifests import KafkaSourceSpec, load_topology
-from minimart.local.traced_delivery import TracedDeliverer
+from minimart.kafka_clients import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
+from minimart.local.delivery import Deliverer, DeliveryResult, KafkaDeadLetterSink, observe
+from minimart.local.traced_delivery import TracedDeadLetterSink, TracedDeliverer
+from minimart.manifests import KafkaSourceSpec, load_topology
 from minimart.observability import tracing
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
-POLL_TIMEOUT_MS = 100
+POLL_TIMEOUT_S = 0.1
 # How long the broker holds a fetch that has no records (it answers as soon as one arrives, so
-# this adds no latency per hop). 10 ms cost ~0.1 core per idle dispatcher (plus the broker's
-# side): 0.60 -> 0.10 core for the idle local stack at 500 ms (docs/performance.md).
+# this adds no latency per hop); short waits made every idle dispatcher re-fetch all its
+# partitions many times a second (docs/performance.md).
 FETCH_MAX_WAIT_MS = 500
 SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 2000
 # New partitions of subscribed topics are seen (and the group rebalanced) within this.
 METADATA_MAX_AGE_MS = 5000
-# The rebalance timeout (see above); the main loop polls every POLL_TIMEOUT_MS, far below it.
+# The rebalance timeout (see above); the main loop polls every POLL_TIMEOUT_S, far below it.
 MAX_POLL_INTERVAL_MS = 20000
 # Without an assignment for this many session timeouts while subscribed, rejoin afresh.
 WATCHDOG_SESSIONS = 10
@@ -74,6 +85,7 @@ LAG_INTERVAL_S = 2.0
 # How long a revocation waits for an HTTP attempt in flight; the rebalance waits meanwhile, so
 # keep it well below the session timeout.
 REVOKE_WAIT_S = 2.0
+CLOSE_TIMEOUT_S = 5.0
 
 CONSUMER_LAG = Gauge(
     "minimart_dispatcher_consumer_lag",
@@ -81,35 +93,66 @@ CONSUMER_LAG = Gauge(
     ["source", "topic", "partition"],
 )
 
+Partition = tuple[str, int]  # (topic, partition)
+
 
 class DispatcherStalled(RuntimeError):
     """The consumer has been without an assignment for too long: the process should restart."""
 
 
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """A consumed record, as delivery reads it (``delivery.Record``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]
+
+    @classmethod
+    def of(cls, message: Any) -> KafkaRecord:
+        kind, moment = message.timestamp()
+        return cls(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            -1 if kind == TIMESTAMP_NOT_AVAILABLE else moment,
+            message.key(),
+            message.value(),
+            message.headers() or (),
+        )
+
+
 class PartitionWorker:
     """Delivers one partition's records in order, on its own thread and connection."""
 
-    def __init__(self, tp: TopicPartition, deliverer: Deliverer) -> None:
+    def __init__(self, tp: Partition, deliverer: TracedDeliverer) -> None:
         self.tp = tp
         self._deliverer = deliverer
-        self._queue: queue.SimpleQueue[Record | None] = queue.SimpleQueue()
+        # Batches as the consumer handed them over; None wakes the thread to stop.
+        self._queue: queue.SimpleQueue[list[KafkaRecord] | None] = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._submitted = 0  # written by the main thread only
+        self._finished = 0  # written by the worker thread only
         self.first_offset: int | None = None
         # The next offset to commit: every record below it was delivered or dead-lettered.
         self.done_offset: int | None = None
         self._thread = threading.Thread(
-            target=self._run, name=f"deliver-{tp.topic}-{tp.partition}", daemon=True
+            target=self._run, name=f"deliver-{tp[0]}-{tp[1]}", daemon=True
         )
         self._thread.start()
 
-    def submit(self, records: Iterable[Record]) -> None:
-        for record in records:
-            if self.first_offset is None:
-                self.first_offset = record.offset
-            self._queue.put(record)
+    def submit(self, records: list[KafkaRecord]) -> None:
+        if self.first_offset is None:
+            self.first_offset = records[0].offset
+        self._submitted += len(records)
+        self._queue.put(records)
 
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return self._submitted - self._finished
 
     def stop(self) -> None:
         """Finish the record in flight (no more retries), then stop; queued records are left."""
@@ -121,37 +164,34 @@ class PartitionWorker:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        pool = self._deliverer.new_pool()
+        conn = self._deliverer.new_connection()
         try:
             while not self._stop.is_set():
-                record = self._queue.get()
-                if record is None or self._stop.is_set():
+                batch = self._queue.get()
+                if batch is None:
                     return
-                if not self._deliver(record, pool):
-                    return
-                self.done_offset = record.offset + 1
+                for record in batch:
+                    if self._stop.is_set():
+                        return
+                    result = self._deliver(record, conn)
+                    if result is None or not result.done:
+                        return
+                    self.done_offset = record.offset + 1
+                    self._finished += 1
         finally:
-            self._deliverer.close_pool(pool)
+            conn.close()
 
-    def _deliver(self, record: Record, pool: Any) -> bool:
+    def _deliver(self, record: KafkaRecord, conn: Any) -> DeliveryResult | None:
         while True:
             try:
-                return self._deliverer.deliver(record, pool, self._stop)
+                result = self._deliverer.deliver(record, conn, self._stop)
             except Exception:  # a bug here must not silently skip a record
                 log.exception("%s: unexpected error delivering offset %d", self.tp, record.offset)
                 if self._stop.wait(1.0):
-                    return False
-
-
-class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, dispatcher: KafkaSourceDispatcher) -> None:
-        self._dispatcher = dispatcher
-
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self._dispatcher._release(revoked)
-
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self._dispatcher._on_assigned(sorted(assigned))
+                    return None
+                continue
+            observe(self._deliverer.spec.name, record.topic, result)
+            return result
 
 
 class KafkaSourceDispatcher:
@@ -178,14 +218,21 @@ class KafkaSourceDispatcher:
         self._unassigned_since: float | None = time.monotonic()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._workers: dict[TopicPartition, PartitionWorker] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        self._paused: set[TopicPartition] = set()
-        self._consumer: KafkaConsumer | None = None
+        self._assignment: set[Partition] = set()
+        self._workers: dict[Partition, PartitionWorker] = {}
+        self._committed: dict[Partition, int] = {}
+        self._paused: set[Partition] = set()
+        self._consumer: Any = None
         self._dead_letters = (
             KafkaDeadLetterSink(self._new_producer) if spec.delivery.dead_letter_topic else None
         )
-        self._deliverer = TracedDeliverer(spec, sink_url, self._dead_letters)
+        self._deliverer = TracedDeliverer(
+            Deliverer(
+                spec,
+                sink_url,
+                None if self._dead_letters is None else TracedDeadLetterSink(self._dead_letters),
+            )
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -193,7 +240,12 @@ class KafkaSourceDispatcher:
         """Consume and deliver until ``stop()``; then finish in-flight work, commit, close."""
         consumer = self._new_consumer()
         self._consumer = consumer
-        consumer.subscribe(list(self.spec.topics), listener=_RebalanceListener(self))
+        consumer.subscribe(
+            list(self.spec.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         log.info(
             "%s: consuming %s as group %s, delivering to %s",
             self.spec.name,
@@ -204,8 +256,11 @@ class KafkaSourceDispatcher:
         next_commit = next_lag = time.monotonic()
         try:
             while not self._stopping.is_set():
-                batch = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
-                self._dispatch(consumer, batch)
+                # poll() returns as soon as one record is there (consume() would wait for a
+                # full batch or its timeout); then whatever else is already fetched, at once.
+                first = consumer.poll(POLL_TIMEOUT_S)
+                if first is not None:
+                    self._dispatch([first, *consumer.consume(MAX_POLL_RECORDS - 1, 0)])
                 self._flow_control(consumer)
                 now = time.monotonic()
                 if now >= next_commit:
@@ -232,103 +287,120 @@ class KafkaSourceDispatcher:
 
     # -- main-thread work ------------------------------------------------------------------
 
-    def _new_consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            client_id=f"{self.spec.name}-dispatcher",
-            group_id=self.spec.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset=self.spec.initial_offset,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            session_timeout_ms=SESSION_TIMEOUT_MS,
-            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
-            metadata_max_age_ms=METADATA_MAX_AGE_MS,
-            max_poll_records=MAX_POLL_RECORDS,
-            # kafka-python's client metrics: never read, ~5% of the consumer's CPU per fetch.
-            metrics_enabled=False,
-            **FETCH_LIMITS,
+    def _new_consumer(self) -> Any:
+        return Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "client.id": f"{self.spec.name}-dispatcher",
+                "group.id": self.spec.consumer_group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": self.spec.initial_offset,
+                "fetch.wait.max.ms": FETCH_MAX_WAIT_MS,
+                "fetch.max.bytes": FETCH_MAX_BYTES,
+                "max.partition.fetch.bytes": MAX_PARTITION_FETCH_BYTES,
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+                "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+                "topic.metadata.refresh.interval.ms": METADATA_MAX_AGE_MS,
+                "on_commit": self._on_commit,
+                "logger": logging.getLogger("librdkafka"),
+                "log.connection.close": False,
+            }
         )
 
-    def _new_producer(self) -> KafkaProducer:
-        return KafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            client_id=f"{self.spec.name}-deadletter",
-            acks="all",
-            linger_ms=0,
-            metrics_enabled=False,
+    def _new_producer(self) -> Any:
+        return Producer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "client.id": f"{self.spec.name}-deadletter",
+                "acks": "all",
+                "linger.ms": 0,
+                "logger": logging.getLogger("librdkafka"),
+                "log.connection.close": False,
+            }
         )
 
-    def _dispatch(self, consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
-        if not batch:
-            return
+    def _dispatch(self, messages: list[Any]) -> None:
+        batches: dict[Partition, list[KafkaRecord]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error: %s", self.spec.name, error)
+                continue
+            record = KafkaRecord.of(message)
+            batches.setdefault((record.topic, record.partition), []).append(record)
         with self._lock:
-            assigned = consumer.assignment()
-            for tp, records in batch.items():
-                if tp not in assigned:
+            for tp, records in batches.items():
+                if tp not in self._assignment:
                     continue  # revoked while this batch was on its way
                 worker = self._workers.get(tp)
                 if worker is None:
                     worker = self._workers[tp] = PartitionWorker(tp, self._deliverer)
                 worker.submit(records)
 
-    def _flow_control(self, consumer: KafkaConsumer) -> None:
+    def _flow_control(self, consumer: Any) -> None:
+        pause, resume = [], []
         with self._lock:
             for tp, worker in self._workers.items():
                 backlog = worker.backlog()
                 if tp not in self._paused and backlog >= MAX_BACKLOG:
-                    consumer.pause(tp)
+                    pause.append(tp)
                     self._paused.add(tp)
                 elif tp in self._paused and backlog <= MAX_BACKLOG // 2:
-                    consumer.resume(tp)
+                    resume.append(tp)
                     self._paused.discard(tp)
+        if pause:
+            consumer.pause([TopicPartition(t, p) for t, p in pause])
+        if resume:
+            consumer.resume([TopicPartition(t, p) for t, p in resume])
 
-    def _pending_offsets(
-        self, tps: Iterable[TopicPartition] | None
-    ) -> dict[TopicPartition, OffsetAndMetadata]:
+    def _pending_offsets(self, tps: Iterable[Partition] | None) -> list[TopicPartition]:
         """Done offsets not yet committed (caller holds the lock)."""
-        offsets = {}
+        offsets = []
         for tp in self._workers if tps is None else tps:
             worker = self._workers.get(tp)
             done = worker.done_offset if worker else None
             if done is not None and done > self._committed.get(tp, -1):
-                offsets[tp] = OffsetAndMetadata(done, "", -1)
+                offsets.append(TopicPartition(tp[0], tp[1], done))
                 self._committed[tp] = done
         return offsets
 
-    def _commit(
-        self, consumer: KafkaConsumer, tps: Iterable[TopicPartition] | None, sync: bool
-    ) -> None:
+    def _commit(self, consumer: Any, tps: Iterable[Partition] | None, sync: bool) -> None:
         with self._lock:
             offsets = self._pending_offsets(tps)
         if not offsets:
             return
-        if sync:
-            try:
-                consumer.commit(offsets)
-            except Exception:  # the next owner redelivers: at-least-once
-                log.exception("%s: commit failed", self.spec.name)
-            return
-        consumer.commit_async(offsets, callback=self._on_commit)
+        try:
+            consumer.commit(offsets=offsets, asynchronous=not sync)
+        except KafkaException as exc:  # the next owner redelivers: at-least-once
+            log.warning("%s: commit of %s failed: %s", self.spec.name, offsets, exc)
+            self._uncommitted(offsets)
 
-    def _on_commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], result: Any) -> None:
-        if isinstance(result, Exception):
-            log.warning("%s: commit of %s failed: %s", self.spec.name, offsets, result)
-            with self._lock:
-                for tp, meta in offsets.items():
-                    if self._committed.get(tp) == meta.offset:
-                        del self._committed[tp]  # the next round commits it again
+    def _on_commit(self, error: Any, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            log.warning("%s: commit of %s failed: %s", self.spec.name, partitions, error)
+            self._uncommitted(partitions)
 
-    def _update_lag(self, consumer: KafkaConsumer) -> None:
+    def _uncommitted(self, offsets: Iterable[TopicPartition]) -> None:
         with self._lock:
-            for tp in consumer.assignment():
-                try:
-                    high = consumer.highwater(tp)
-                except Exception as exc:  # revoked in between
-                    log.debug("%s: no high watermark for %s: %s", self.spec.name, tp, exc)
-                    continue
-                if high is None:
-                    continue
+            for tp in offsets:
+                key = (tp.topic, tp.partition)
+                if self._committed.get(key) == tp.offset:
+                    del self._committed[key]  # the next round commits it again
+
+    def _update_lag(self, consumer: Any) -> None:
+        with self._lock:
+            assigned = sorted(self._assignment)
+        for tp in assigned:
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            except KafkaException as exc:  # revoked in between
+                log.debug("%s: no high watermark for %s: %s", self.spec.name, tp, exc)
+                continue
+            if high is None or high < 0:
+                continue
+            with self._lock:
                 worker = self._workers.get(tp)
                 if worker is None:
                     lag = 0  # fetched up to the high watermark without a record
@@ -336,9 +408,9 @@ class KafkaSourceDispatcher:
                     done = worker.done_offset
                     base = done if done is not None else worker.first_offset
                     lag = max(0, high - (base if base is not None else high))
-                CONSUMER_LAG.labels(self.spec.name, tp.topic, str(tp.partition)).set(lag)
+            CONSUMER_LAG.labels(self.spec.name, tp[0], str(tp[1])).set(lag)
 
-    def _shutdown(self, consumer: KafkaConsumer) -> None:
+    def _shutdown(self, consumer: Any) -> None:
         with self._lock:
             workers = list(self._workers.values())
         for worker in workers:
@@ -353,7 +425,7 @@ class KafkaSourceDispatcher:
             self._workers.clear()
             self._paused.clear()
         try:
-            consumer.close(timeout_ms=5000)
+            self._close(consumer)
         finally:
             self._consumer = None
             if self._dead_letters is not None:
@@ -361,25 +433,45 @@ class KafkaSourceDispatcher:
             self._forget_lag(w.tp for w in workers)
         log.info("%s: stopped", self.spec.name)
 
-    def _forget_lag(self, tps: Iterable[TopicPartition]) -> None:
+    def _close(self, consumer: Any) -> None:
+        """Leave the group; a close held up by a rebalance that never ends is abandoned (the
+        broker drops the member after its session timeout)."""
+        closer = threading.Thread(target=consumer.close, name="consumer-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            log.warning("%s: the consumer did not close within %.0fs", self.spec.name,
+                        CLOSE_TIMEOUT_S)  # fmt: skip
+
+    def _forget_lag(self, tps: Iterable[Partition]) -> None:
         for tp in tps:
             with contextlib.suppress(KeyError):
-                CONSUMER_LAG.remove(self.spec.name, tp.topic, str(tp.partition))
+                CONSUMER_LAG.remove(self.spec.name, tp[0], str(tp[1]))
 
-    # -- rebalance (inside consumer.poll(), on the main thread) --------------------------------
+    # -- rebalance (inside consumer.consume(), on the main thread) ----------------------------
 
-    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        assigned = sorted((tp.topic, tp.partition) for tp in partitions)
         log.info("%s: assigned %s", self.spec.name, assigned)
+        with self._lock:
+            self._assignment = set(assigned)
         self.generations += 1
         self._unassigned_since = None
         if assigned:
             self.assigned.set()
 
-    def _release(self, tps: Iterable[TopicPartition]) -> None:
-        tps = list(tps)
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._release([(tp.topic, tp.partition) for tp in partitions], commit=True)
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.warning("%s: partitions lost (evicted from the group)", self.spec.name)
+        self._release([(tp.topic, tp.partition) for tp in partitions], commit=False)
+
+    def _release(self, tps: list[Partition], commit: bool) -> None:
         if self._unassigned_since is None:
             self._unassigned_since = time.monotonic()
         with self._lock:
+            self._assignment.difference_update(tps)
             workers = [w for tp in tps if (w := self._workers.get(tp)) is not None]
         for worker in workers:
             worker.stop()
@@ -388,9 +480,9 @@ class KafkaSourceDispatcher:
             if not worker.join(max(0.0, deadline - time.monotonic())):
                 log.warning("%s: %s revoked while still delivering", self.spec.name, worker.tp)
         consumer = self._consumer
-        if consumer is not None:
-            # kafka-python 2.3 calls the listener from poll() on the main thread before it
-            # rejoins the group: a synchronous commit gives the next owner its exact start.
+        if commit and consumer is not None:
+            # Inside the rebalance, before the group is rejoined: a synchronous commit gives
+            # the next owner its exact start.
             self._commit(consumer, tps, sync=True)
         with self._lock:
             for tp in tps:
@@ -419,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
     )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("librdkafka").setLevel(logging.WARNING)
     settings = Settings.from_env()
     tracing.configure(settings, instrument=())  # its Kafka spans are made by TracedDeliverer
     spec = load_topology(PROJECT_ROOT).source(args.source)

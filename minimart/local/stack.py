@@ -14,14 +14,13 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from minimart.local import servers
-from minimart.local.manifests import KafkaSourceSpec, Topology, load_topology
 from minimart.local.servers import process
 from minimart.local.servers.base import child_env
 from minimart.local.servers.supervision import (
@@ -30,6 +29,7 @@ from minimart.local.servers.supervision import (
     Supervisor,
     retire_unsupervised,
 )
+from minimart.manifests import KafkaSourceSpec, Topology, load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,7 @@ def _env(settings: Settings, service: str) -> dict[str, str]:
     return child_env(
         settings,
         {
-            **{k: v for k, v in settings.to_env().items() if v},
-            "MINIMART_SERVICE_NAME": service,
+            **{k: v for k, v in replace(settings, service_name=service).to_env().items() if v},
             "MINIMART_TRACE_FILE": str(settings.state_dir / "traces" / f"{service}.jsonl"),
             "PYTHONPATH": str(PROJECT_ROOT),
             "PYTHONUNBUFFERED": "1",

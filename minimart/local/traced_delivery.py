@@ -1,16 +1,17 @@
-"""Tracing of the local KafkaSource dispatcher, around ``Deliverer`` (delivery.py).
+"""Tracing of the local KafkaSource dispatcher, around a ``Deliverer`` (delivery.py).
 
 Per record, a CONSUMER span ``<topic> process`` whose parent is the record's trace context
 (its ``traceparent`` header, else the CloudEvent's ``ce_traceparent`` extension); under it a
 CLIENT span per HTTP attempt (so every retry shows, with the status the sink answered), whose
 context the request carries; and a PRODUCER span when the event is dead-lettered, whose
-context the dead letter's ``traceparent`` header carries.
+context the dead letter's ``traceparent`` header carries. The record span's outcome and
+attempt count are read from the ``DeliveryResult`` the delivery returns.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 
 from opentelemetry.trace import SpanKind
@@ -19,48 +20,38 @@ from minimart.local.delivery import (
     Attempt,
     DeadLetterSink,
     Deliverer,
+    DeliveryResult,
     Outcome,
     OutgoingEvent,
-    Pool,
     Record,
+    SinkConnection,
 )
-from minimart.local.manifests import KafkaSourceSpec
 from minimart.observability import tracing
 
 
-def _record_carriers(record: Record) -> tuple[dict[str, str], dict[str, str]]:
-    """(transport headers, CloudEvent extension) trace carriers of a record."""
+def _record_carriers(record: Record) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(transport, CloudEvent extension) trace carriers of a record, and its ``ce_`` ids."""
     transport: dict[str, str] = {}
     extension: dict[str, str] = {}
+    ids: dict[str, str] = {}
     for name, raw in record.headers or ():
         lowered = name.lower()
-        value = (raw or b"").decode("utf-8", errors="replace")
         if lowered in tracing.TRACE_HEADERS:
-            transport.setdefault(lowered, value)
-        elif lowered.startswith("ce_") and lowered[3:] in tracing.TRACE_HEADERS:
-            extension.setdefault(lowered[3:], value)
-    return transport, extension
-
-
-def _header(record: Record, name: str) -> str:
-    for key, raw in record.headers or ():
-        if key.lower() == name:
-            return (raw or b"").decode("utf-8", errors="replace")
-    return ""
-
-
-class _State(threading.local):
-    attempts = 0
-    dead_lettered = False
-    last_status = 0
+            transport.setdefault(lowered, (raw or b"").decode("utf-8", errors="replace"))
+        elif lowered.startswith("ce_"):
+            short = lowered[3:]
+            if short in tracing.TRACE_HEADERS:
+                extension.setdefault(short, (raw or b"").decode("utf-8", errors="replace"))
+            elif short in ("subject", "id", "type"):
+                ids.setdefault(short, (raw or b"").decode("utf-8", errors="replace"))
+    return transport, extension, ids
 
 
 class TracedDeadLetterSink:
     """A ``DeadLetterSink`` whose publish is a PRODUCER span carried by the dead letter."""
 
-    def __init__(self, inner: DeadLetterSink, state: _State | None = None) -> None:
+    def __init__(self, inner: DeadLetterSink) -> None:
         self._inner = inner
-        self._state = state or _State()
 
     def publish(self, topic: str, event: OutgoingEvent, extensions: Mapping[str, str]) -> None:
         with tracing.tracer().start_as_current_span(
@@ -77,7 +68,6 @@ class TracedDeadLetterSink:
             if carrier:
                 event = replace(event, trace={**event.trace, **carrier})
             self._inner.publish(topic, event, extensions)
-            self._state.dead_lettered = True
 
     def close(self) -> None:
         close = getattr(self._inner, "close", None)
@@ -85,24 +75,22 @@ class TracedDeadLetterSink:
             close()
 
 
-class TracedDeliverer(Deliverer):
-    """A ``Deliverer`` that traces each record, each attempt and each dead letter."""
+class TracedDeliverer:
+    """Delivers through ``inner``, tracing each record, each attempt and each dead letter
+    (give ``inner`` a ``TracedDeadLetterSink`` for the last)."""
 
-    def __init__(
-        self,
-        spec: KafkaSourceSpec,
-        sink_url: str,
-        dead_letters: DeadLetterSink | None,
-        sleep: Callable[[threading.Event, float], bool] | None = None,
-    ) -> None:
-        self._state = _State()
-        traced = None if dead_letters is None else TracedDeadLetterSink(dead_letters, self._state)
-        super().__init__(spec, sink_url, traced, sleep)
+    def __init__(self, inner: Deliverer) -> None:
+        self.inner = inner
+        self.spec = inner.spec
+        self.sink_url = inner.sink_url
 
-    def deliver(self, record: Record, pool: Pool, stop: threading.Event) -> bool:
-        transport, extension = _record_carriers(record)
-        state = self._state
-        state.attempts, state.dead_lettered, state.last_status = 0, False, 0
+    def new_connection(self) -> SinkConnection:
+        return self.inner.new_connection()
+
+    def deliver(
+        self, record: Record, conn: SinkConnection, stop: threading.Event
+    ) -> DeliveryResult:
+        transport, extension, ids = _record_carriers(record)
         with tracing.tracer().start_as_current_span(
             f"{record.topic} process",
             context=tracing.extract(transport, extension),
@@ -115,43 +103,32 @@ class TracedDeliverer(Deliverer):
                 "messaging.destination.partition.id": str(record.partition),
                 "messaging.kafka.offset": record.offset,
                 tracing.SERVICE: self.spec.name,
-                tracing.ORDER_ID: _header(record, "ce_subject"),
-                tracing.EVENT_ID: _header(record, "ce_id"),
-                tracing.EVENT_TYPE: _header(record, "ce_type"),
+                tracing.ORDER_ID: ids.get("subject", ""),
+                tracing.EVENT_ID: ids.get("id", ""),
+                tracing.EVENT_TYPE: ids.get("type", ""),
             },
         ) as span:
-            done = super().deliver(record, pool, stop)
-            if not done:
-                outcome = "interrupted"
-            elif state.dead_lettered:
-                outcome = Outcome.DEAD_LETTERED.value
-            elif 200 <= state.last_status < 300:
-                outcome = Outcome.DELIVERED.value
-            else:
-                outcome = Outcome.DROPPED.value
-            span.set_attribute(tracing.OUTCOME, outcome)
-            span.set_attribute("minimart.delivery.attempts", state.attempts)
-            if outcome != Outcome.DELIVERED.value:
-                tracing.fail(span, outcome)
-            return done
+            result = self.inner.deliver(record, conn, stop, attempt=self._attempt)
+            span.set_attribute(tracing.OUTCOME, result.outcome.value)
+            span.set_attribute("minimart.delivery.attempts", result.attempts)
+            if result.outcome is not Outcome.DELIVERED:
+                tracing.fail(span, result.outcome.value)
+            return result
 
-    def attempt(self, pool: Pool, event: OutgoingEvent) -> Attempt:
-        state = self._state
-        state.attempts += 1
+    def _attempt(self, conn: SinkConnection, event: OutgoingEvent, number: int) -> Attempt:
         with tracing.tracer().start_as_current_span(
             f"deliver {self.spec.name}",
             kind=SpanKind.CLIENT,
             attributes={
                 "http.request.method": "POST",
                 "url.full": self.sink_url,
-                "minimart.delivery.attempt": state.attempts,
+                "minimart.delivery.attempt": number,
             },
         ) as span:
             carrier = tracing.current_headers()
             if carrier:
                 event = replace(event, trace={**event.trace, **carrier})
-            result = super().attempt(pool, event)
-            state.last_status = result.status
+            result = self.inner.attempt(conn, event, number)
             span.set_attribute("http.response.status_code", result.status)
             if not result.ok:
                 span.set_attribute("minimart.delivery.retryable", result.retryable)

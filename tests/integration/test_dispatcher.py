@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 
 from minimart.local import servers
 from minimart.local.dispatcher import DispatcherStalled, KafkaSourceDispatcher
-from minimart.local.manifests import Delivery, KafkaSourceSpec
+from minimart.manifests import Delivery, KafkaSourceSpec
 from minimart.settings import Settings
 from tests.stack import free_ports, private_settings, private_state_dir
 
@@ -273,6 +273,32 @@ def test_binary_mode_cloudevent_and_trace_context_reach_the_sink(
     assert headers["traceparent"] == TRACEPARENT
     assert headers["tracestate"] == "mm=1"
     assert request.body == b'{"orderId": "order-1"}'
+
+
+def test_header_values_are_percent_encoded_as_the_http_binding_requires(
+    settings: Settings, admin: KafkaAdminClient, producer: KafkaProducer, sink: Sink
+) -> None:
+    """HTTP protocol binding 3.1.3.2: space, `"`, `%` and non-printable-ASCII are encoded."""
+    topic = new_topic(admin)
+    event = CloudEvent(
+        {
+            "type": "com.minimart.test",
+            "source": "/tests/a b",
+            "id": str(uuid.uuid4()),
+            "datacontenttype": "application/json",
+            "note": '50% "off" \u20ac',
+        },
+        {"n": 1},
+    )
+    message = to_binary(event)
+    producer.send(topic, value=message.value, headers=list(message.headers.items())).get(10)
+
+    with running(KafkaSourceDispatcher(make_spec(topic), sink.url, settings)):
+        (request,) = sink.wait_for(1)
+
+    assert request.headers["ce-source"] == "/tests/a%20b"
+    assert request.headers["ce-note"] == "50%25%20%22off%22%20%E2%82%AC"
+    assert request.headers["ce-type"] == "com.minimart.test"
 
 
 def test_order_is_kept_per_key_across_partitions(

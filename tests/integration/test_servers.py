@@ -23,11 +23,11 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pymongo import MongoClient
 
 from minimart.local import servers
-from minimart.local.manifests import load_topology
 from minimart.local.servers.crashloop import CrashLoop
 from minimart.local.servers.postgres import DATABASES
 from minimart.local.servers.process import alive
 from minimart.local.servers.supervision import START_RETRIES, Program, Supervisor
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.stack import free_ports, private_settings, private_state_dir
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import requests
 
-from minimart.local import checker, stack
-from minimart.local.client import OrderClient
+from minimart.console import checker
+from minimart.console.client import OrderClient
+from minimart.local import stack
 from minimart.settings import Settings
 
 HOME = {"name": "Ada", "line1": "1 Loop Rd", "city": "Springfield", "postalCode": "12345"}

@@ -14,9 +14,10 @@ import collections
 import pytest
 
 from minimart.catalog import DEAD_LETTER_TOPIC
-from minimart.local import replay, stack
-from minimart.local.client import OrderClient
-from minimart.local.manifests import load_topology
+from minimart.console import replay
+from minimart.console.client import OrderClient
+from minimart.local import stack
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US, assert_books, place_batch, wait_final
 from tests.stack import eventually, new_sku, stock_of

@@ -1,12 +1,12 @@
-"""Which dead letters go back by themselves (minimart.handlers.redrive), and how a re-driven
-record looks (replay.redriven_record)."""
+"""Which dead letters go back by themselves, and how a re-driven record looks
+(minimart.handlers.redrive)."""
 
 from __future__ import annotations
 
 import pytest
 
-from minimart.handlers.redrive import MAX_REDRIVES, Verdict, decide, transient
-from minimart.local.replay import REDRIVES_EXTENSION, RecordedEvent, dead_letter, redriven_record
+from minimart.catalog import REDRIVES_EXTENSION
+from minimart.handlers.redrive import MAX_REDRIVES, DeadLetter, Verdict, decide, redriven, transient
 
 SINK = "http://127.0.0.1:18084/"
 OWN = "127.0.0.1:18085"
@@ -23,13 +23,20 @@ def test_transient_failures_are_no_answer_timeouts_throttling_and_5xx(
     assert transient(code) is expected
 
 
+def _letter(code: str = "503", *, redrives: int = 0, destination: str = SINK,
+            event_type: str = "com.minimart.order.created") -> DeadLetter:  # fmt: skip
+    return DeadLetter({"id": "e-1", "type": event_type, "knativeerrorcode": code,
+                       "knativeerrordest": destination, REDRIVES_EXTENSION: str(redrives)},
+                      b"{}")  # fmt: skip
+
+
 def _decide(
     code: str = "503",
     *,
     healthy: bool = True,
     redrives: int = 0,
     destination: str = SINK,
-    topic: str | None = "minimart.order.created",
+    event_type: str = "com.minimart.order.created",
 ) -> Verdict:
     asked: list[bool] = []
 
@@ -37,8 +44,8 @@ def _decide(
         asked.append(True)
         return healthy
 
-    decision = decide(code=code, destination=destination, original_topic=topic,
-                      redrives=redrives, own_host=OWN, sink_healthy=sink_healthy)  # fmt: skip
+    letter = _letter(code, redrives=redrives, destination=destination, event_type=event_type)
+    decision = decide(letter, own_host=OWN, sink_healthy=sink_healthy)
     if decision.verdict is Verdict.KEEP:
         assert not asked, "a letter kept for a human needs no health check"
     return decision.verdict
@@ -58,29 +65,30 @@ def test_redrives_are_bounded_and_our_own_give_ups_are_kept() -> None:
     assert _decide(redrives=MAX_REDRIVES - 1) is Verdict.REDRIVE
     assert _decide(redrives=MAX_REDRIVES) is Verdict.KEEP
     assert _decide(destination=f"http://{OWN}/") is Verdict.KEEP  # it died on its way to us
-    assert _decide(topic=None) is Verdict.KEEP  # not a catalog event
+    assert _decide(event_type="dev.knative.kafka.event") is Verdict.KEEP  # not in the catalog
 
 
-def test_a_redriven_record_drops_the_error_extensions_and_counts_the_redrive() -> None:
-    headers: list[tuple[str, bytes | None]] = [
-        ("ce_id", b"e-1"),
-        ("ce_type", b"com.minimart.order.created"),
-        ("ce_knativeerrordest", SINK.encode()),
-        ("ce_knativeerrorcode", b"503"),
-        ("ce_knativeerrordata", b"down"),
-        (f"ce_{REDRIVES_EXTENSION}", b"1"),
-        ("content-type", b"application/json"),
-    ]
-    letter = dead_letter(RecordedEvent("minimart.deadletter", 0, 7, 1, b"o-1", b"{}", headers))
-    assert (letter.code, letter.destination, letter.redrives) == ("503", SINK, 1)
+def test_the_redrive_function_puts_the_event_back_keyed_by_its_order_and_counted() -> None:
+    letter = DeadLetter(
+        {"specversion": "1.0", "id": "e-1", "type": "com.minimart.payment.captured",
+         "source": "/minimart/payment", "subject": "o-1", "datacontenttype": "application/json",
+         "knativeerrordest": SINK, "knativeerrorcode": "0", "knativeerrordata": "refused",
+         REDRIVES_EXTENSION: "2"},
+        b'{"orderId": "o-1"}',
+    )  # fmt: skip
+    assert letter.topic == "minimart.payment.captured"
 
-    again = redriven_record(letter, "minimart.order.created")
+    record = redriven(letter, "minimart.payment.captured")
 
-    assert again.topic == "minimart.order.created"
-    assert (again.key, again.value) == (b"o-1", b"{}")
-    assert again.headers == [
-        ("ce_id", b"e-1"),
-        ("ce_type", b"com.minimart.order.created"),
-        ("content-type", b"application/json"),
-        (f"ce_{REDRIVES_EXTENSION}", b"2"),
-    ]
+    assert (record.topic, record.key, record.value) == (
+        "minimart.payment.captured", b"o-1", b'{"orderId": "o-1"}',
+    )  # fmt: skip
+    assert dict(record.headers) == {
+        "ce_specversion": b"1.0",
+        "ce_id": b"e-1",
+        "ce_type": b"com.minimart.payment.captured",
+        "ce_source": b"/minimart/payment",
+        "ce_subject": b"o-1",
+        f"ce_{REDRIVES_EXTENSION}": b"3",
+        "content-type": b"application/json",
+    }

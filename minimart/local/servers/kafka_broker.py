@@ -21,13 +21,13 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from minimart.local.manifests import load_topology
 from minimart.local.servers.base import (
     ManagedServer,
     MissingBinaryError,
     ServerError,
     require_binary,
 )
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)

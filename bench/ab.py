@@ -1,0 +1,419 @@
+"""``python -m bench.ab --base REV``: the base tree against the working tree, side by side.
+
+Absolute figures move ~2x from one machine of this kind to the next (and with the neighbours'
+load on a shared one), so a change is shown as a ratio measured in one run on one machine:
+
+1. the base tree is exported (``git archive REV``) under ``.minimart/bench-ab/`` and installed
+   there with its own ``scripts/install.sh`` (its own venv; kept for the next run);
+2. both stacks start from fresh state dirs: the working tree on the ``MINIMART_*`` ports,
+   the base on the same ports plus ``--port-offset``; both are warmed up;
+3. rounds alternate the sides (head, base, then base, head, ...); each side in each round
+   measures, on a warm stack:
+   * ``--rate`` orders/s for ``--seconds``: CPU per completed order by component
+     (bench/cpu.py), end-to-end and POST latency, emulator CPU per delivery;
+   * ``--over-rate`` orders/s (more than either completes) for ``--over-seconds``: the
+     completions per second while a backlog stands (the capacity: a steadier yardstick than
+     stepping the rate until a backlog grows), and CPU per completed order when loaded;
+   * half the working tree's measured capacity: end-to-end p50/p99 there;
+   * (working tree only) the transport floor at that rate (bench/floor.py);
+4. every figure is reported as head / base: the ratio of the means, with the range of the
+   per-round ratios as its spread; ``bench/ab.json`` keeps every value.
+
+Both stacks stay up between measurements (idle, they cost little); the machine's load average
+is recorded with each measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import cpu as cpu_mod
+from bench import load
+from bench import run as bench_run
+from bench.measure import measure_rate
+from minimart.local.servers import process
+from minimart.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger("bench.ab")
+
+HERE = Path(__file__).resolve().parent
+PORT_KEYS = (
+    "MINIMART_POSTGRES_PORT",
+    "MINIMART_REDIS_PORT",
+    "MINIMART_MONGO_PORT",
+    "MINIMART_KAFKA_PORT",
+    "MINIMART_KAFKA_CONTROLLER_PORT",
+    "MINIMART_PROMETHEUS_PORT",
+    "MINIMART_INGRESS_PORT",
+    "MINIMART_FUNCTION_PORT_BASE",
+)
+# The issue's targets, checked on the ratios (and the floor) of one run.
+TARGETS = {
+    "capacity_orders_per_s": ("ratio >=", 2.0),
+    "cpu_ms_per_order_loaded": ("ratio <=", 0.5),
+    "functions_cpu_ms_per_order": ("ratio <=", 0.6),
+    "emulator_cpu_ms_per_delivery": ("ratio <=", 0.25),
+}
+E2E_P99_TARGET_MS = 250.0
+FLOOR_FACTOR_TARGET = 2.0
+# What the stack prints about itself: the components bench/cpu.py measures.
+_PLAN_SCRIPT = """
+import json
+from minimart.local.stack import plan_stack
+from minimart.settings import Settings
+s = Settings.from_env()
+p = plan_stack(s)
+print(json.dumps({
+    "functions": [[f.process_name, f.port] for f in p.functions],
+    "dispatchers": [[d.process_name, d.metrics_port] for d in p.dispatchers],
+    "servers": [["kafka", s.kafka_port], ["postgres", s.postgres_port],
+                ["mongo", s.mongo_port], ["redis", s.redis_port]],
+}))
+"""
+
+
+@dataclass
+class Side:
+    """One tree and its stack."""
+
+    label: str  # "head" or "base"
+    root: Path
+    python: Path
+    env: dict[str, str]
+    settings: Settings
+    components: list[cpu_mod.Component]
+
+    def run(self, *args: str, timeout: float = 600) -> str:
+        result = subprocess.run(
+            [str(self.python), *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{self.label}: {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+        return result.stdout
+
+
+# -- the two trees ---------------------------------------------------------------------------
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=PROJECT_ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def export_base(rev: str, into: Path) -> Path:
+    """The tree of ``rev`` under ``into`` (exported once per commit), installed there."""
+    sha = _git("rev-parse", "--verify", f"{rev}^{{commit}}")
+    root = into / f"base-{sha[:12]}"
+    if not (root / ".venv" / "bin" / "python").exists() or not (root / ".installed").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        log.info("exporting %s (%s) into %s", rev, sha[:12], root)
+        archive = root / ".tree.tar"
+        with archive.open("wb") as out:
+            subprocess.run(
+                ["git", "archive", "--format=tar", sha], cwd=PROJECT_ROOT, check=True, stdout=out
+            )
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+        archive.unlink()
+        log.info("installing the base tree (scripts/install.sh; its own venv)")
+        env = {**_plain_env(), "MINIMART_STATE_DIR": str(root / ".minimart")}
+        subprocess.run(["bash", "scripts/install.sh"], cwd=root, env=env, check=True)
+        (root / ".installed").write_text(sha + "\n")
+    return root
+
+
+def _plain_env() -> dict[str, str]:
+    """The caller's environment without any minimart or OpenTelemetry setting."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MINIMART_", "OTEL_", "VIRTUAL_ENV", "PYTHON"))
+    }
+
+
+def side_settings(base: Settings, state_dir: Path, offset: int) -> dict[str, str]:
+    env = {
+        "MINIMART_STATE_DIR": str(state_dir),
+        "MINIMART_POSTGRES_PORT": str(base.postgres_port + offset),
+        "MINIMART_REDIS_PORT": str(base.redis_port + offset),
+        "MINIMART_MONGO_PORT": str(base.mongo_port + offset),
+        "MINIMART_KAFKA_PORT": str(base.kafka_port + offset),
+        "MINIMART_KAFKA_CONTROLLER_PORT": str(base.kafka_controller_port + offset),
+        "MINIMART_PROMETHEUS_PORT": str(base.prometheus_port + offset),
+        "MINIMART_INGRESS_PORT": str(base.ingress_port + offset),
+        "MINIMART_FUNCTION_PORT_BASE": str(base.function_port_base + offset),
+    }
+    return env
+
+
+def make_side(label: str, root: Path, python: Path, minimart_env: dict[str, str]) -> Side:
+    env = {**_plain_env(), **minimart_env, "PYTHONPATH": str(root)}
+    settings = Settings.from_env(minimart_env)
+    side = Side(label, root, python, env, settings, [])
+    plan = json.loads(side.run("-c", _PLAN_SCRIPT).strip().splitlines()[-1])
+    side.components = (
+        [cpu_mod.Component(n, cpu_mod.FUNCTION, p) for n, p in plan["functions"]]
+        + [cpu_mod.Component(n, cpu_mod.DISPATCHER, p) for n, p in plan["dispatchers"]]
+        + [cpu_mod.Component(n, cpu_mod.SERVER, p) for n, p in plan["servers"]]
+    )
+    return side
+
+
+def fresh_up(side: Side) -> None:
+    """Stop whatever ran in the side's state dir, wipe it (keeping the Kafka jars), start."""
+    state = side.settings.state_dir
+    if state.exists():
+        side.run("-m", "minimart.local", "down")
+        jars = state / "kafka" / "jars"
+        keep = state.parent / f".jars-{side.label}"
+        if jars.exists():
+            shutil.rmtree(keep, ignore_errors=True)
+            jars.rename(keep)
+        shutil.rmtree(state)
+        if keep.exists():
+            (state / "kafka").mkdir(parents=True)
+            keep.rename(jars)
+    taken = [c for c in side.components if process.port_open(side.settings.host, c.port)]
+    if taken:
+        names = ", ".join(f"{c.name}:{c.port}" for c in taken)
+        raise SystemExit(f"{side.label}: ports already in use ({names}): run `make down` first")
+    log.info("%s: starting the stack in %s", side.label, state)
+    side.run("-m", "minimart.local", "up", timeout=900)
+
+
+# -- one measurement ---------------------------------------------------------------------------
+
+
+def measure_floor(side: Side, rate: float, seconds: float) -> dict[str, Any]:
+    """The transport floor on the working tree's stack (bench/floor.py) at ``rate``."""
+    floor: dict[str, Any] = bench_run.run_floor(side.settings, [rate], seconds)[str(int(rate))]
+    return floor
+
+
+# -- ratios ------------------------------------------------------------------------------------
+
+FIGURES: dict[str, Callable[[dict[str, Any]], float | None]] = {
+    "capacity_orders_per_s": lambda m: m["over"]["completions_per_s_in_window"],
+    "cpu_ms_per_order": lambda m: m["low"].get("cpu_ms_per_order"),
+    "cpu_ms_per_order_loaded": lambda m: m["over"].get("cpu_ms_per_order"),
+    "product_cpu_ms_per_order": lambda m: m["low"].get("product_cpu_ms_per_order"),
+    "functions_cpu_ms_per_order": lambda m: m["low"].get("functions_cpu_ms_per_order"),
+    "servers_cpu_ms_per_order": lambda m: m["low"].get("servers_cpu_ms_per_order"),
+    "emulator_cpu_ms_per_order": lambda m: m["low"].get("emulator_cpu_ms_per_order"),
+    "emulator_cpu_ms_per_delivery": lambda m: m["low"].get("emulator_cpu_ms_per_delivery"),
+    "e2e_p50_ms": lambda m: m["low"]["e2e_ms"]["p50"],
+    "e2e_p99_ms": lambda m: m["low"]["e2e_ms"]["p99"],
+    "e2e_p50_ms_at_half_capacity": lambda m: m["half"]["e2e_ms"]["p50"],
+    "e2e_p99_ms_at_half_capacity": lambda m: m["half"]["e2e_ms"]["p99"],
+    "post_p50_ms": lambda m: m["low"]["post_orders_ms"]["p50"],
+    "post_p99_ms": lambda m: m["low"]["post_orders_ms"]["p99"],
+}
+
+
+def _component_figure(name: str) -> Callable[[dict[str, Any]], float | None]:
+    def get(m: dict[str, Any]) -> float | None:
+        value = m["low"].get("cpu_ms_per_order_by_component", {}).get(name)
+        return None if value is None else float(value)
+
+    return get
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(statistics.fmean(values), 3) if values else None
+
+
+def ratios(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """head / base for every figure: ratio of the means, and the range of per-round ratios."""
+    out: dict[str, Any] = {}
+    components = sorted(
+        set(rounds[0]["head"]["low"].get("cpu_ms_per_order_by_component", {}))
+        | set(rounds[0]["base"]["low"].get("cpu_ms_per_order_by_component", {}))
+    )
+    figures = dict(FIGURES)
+    for name in components:
+        figures[f"cpu_ms_per_order.{name}"] = _component_figure(name)
+    for figure, get in figures.items():
+        head = [v for r in rounds if (v := get(r["head"])) is not None]
+        base = [v for r in rounds if (v := get(r["base"])) is not None]
+        paired = [
+            h / b
+            for r in rounds
+            if (h := get(r["head"])) is not None and (b := get(r["base"])) and b > 0
+        ]
+        mean_h, mean_b = _mean(head), _mean(base)
+        out[figure] = {
+            "base": base,
+            "head": head,
+            "base_mean": mean_b,
+            "head_mean": mean_h,
+            "ratio": round(mean_h / mean_b, 3) if mean_h is not None and mean_b else None,
+            "ratio_range": [round(min(paired), 3), round(max(paired), 3)] if paired else None,
+        }
+    return out
+
+
+def verdicts(table: Mapping[str, Any], floor_p50: list[float]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for figure, (how, bound) in TARGETS.items():
+        ratio = table[figure]["ratio"]
+        ok = ratio is not None and (ratio >= bound if how == "ratio >=" else ratio <= bound)
+        out[figure] = {"target": f"{how} {bound}", "ratio": ratio, "met": ok}
+    p50 = table["e2e_p50_ms_at_half_capacity"]["head_mean"]
+    p99 = table["e2e_p99_ms_at_half_capacity"]["head_mean"]
+    floor = _mean(floor_p50)
+    factor = round(p50 / floor, 2) if p50 and floor else None
+    out["e2e_p50_at_half_capacity_over_floor"] = {
+        "target": f"<= {FLOOR_FACTOR_TARGET}",
+        "head_p50_ms": p50,
+        "floor_p50_ms": floor,
+        "factor": factor,
+        "met": factor is not None and factor <= FLOOR_FACTOR_TARGET,
+    }
+    out["e2e_p99_at_half_capacity_ms"] = {
+        "target": f"<= {E2E_P99_TARGET_MS}",
+        "head": p99,
+        "met": p99 is not None and p99 <= E2E_P99_TARGET_MS,
+    }
+    return out
+
+
+def print_table(table: Mapping[str, Any], checks: Mapping[str, Any]) -> None:
+    width = max(len(k) for k in table)
+    print(f"{'figure':<{width}}  {'base':>10}  {'head':>10}  {'head/base':>9}  per-round range")
+    for figure, row in table.items():
+        spread = row["ratio_range"]
+        spread_text = f"{spread[0]:.2f}..{spread[1]:.2f}" if spread else "-"
+        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
+        print(
+            f"{figure:<{width}}  {row['base_mean'] or '-':>10}  {row['head_mean'] or '-':>10}"
+            f"  {ratio:>9}  {spread_text}"
+        )
+    print()
+    for name, check in checks.items():
+        print(f"{'MET' if check['met'] else 'NOT MET':>7}  {name}: {check}")
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
+    parser.add_argument("--base", required=True, help="git revision to compare against")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per side (>= 2)")
+    parser.add_argument("--rate", type=float, default=10.0, help="the fixed rate (orders/s)")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--over-rate", type=float, default=80.0, help="above either capacity")
+    parser.add_argument("--over-seconds", type=float, default=10.0)
+    parser.add_argument("--half-seconds", type=float, default=15.0)
+    parser.add_argument("--floor-seconds", type=float, default=10.0)
+    parser.add_argument("--warm-up", type=float, default=20.0, help="seconds of load per stack")
+    parser.add_argument("--port-offset", type=int, default=300, help="the base stack's ports")
+    parser.add_argument("--keep", action="store_true", help="leave both stacks running")
+    parser.add_argument("--out", default=str(HERE / "ab.json"))
+    args = parser.parse_args(argv)
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+    caller = Settings.from_env()
+    work = caller.state_dir / "bench-ab"
+    work.mkdir(parents=True, exist_ok=True)
+    base_root = export_base(args.base, work)
+    head_env = side_settings(caller, work / "state-head", 0)
+    base_env = side_settings(caller, work / "state-base", args.port_offset)
+    head = make_side("head", PROJECT_ROOT, Path(sys.executable), head_env)
+    base = make_side("base", base_root, base_root / ".venv" / "bin" / "python", base_env)
+    started = dt.datetime.now(dt.UTC)
+    info = bench_run.machine()
+    revisions = {
+        "base": _git("rev-parse", "--short", f"{args.base}^{{commit}}"),
+        "head": _git("rev-parse", "--short", "HEAD")
+        + ("+dirty" if _git("status", "--porcelain", "--untracked-files=no") else ""),
+    }
+    log.info("A/B %s: base %s vs head %s", info, revisions["base"], revisions["head"])
+    sides = {"head": head, "base": base}
+    rounds: list[dict[str, dict[str, Any]]] = []
+    floor_p50: list[float] = []
+    floors: list[dict[str, Any]] = []
+    try:
+        for side in sides.values():
+            fresh_up(side)
+        for side in sides.values():
+            log.info("%s: warming up (%.0f s)", side.label, args.warm_up)
+            load.warm_up(side.settings, seconds=args.warm_up)
+        capacity: float | None = None
+        for number in range(args.rounds):
+            order = ("head", "base") if number % 2 == 0 else ("base", "head")
+            this: dict[str, dict[str, Any]] = {}
+            for label in order:
+                side = sides[label]
+                at = (side.label, side.settings, side.components)
+                low = measure_rate(*at, args.rate, args.seconds, 60)
+                over = measure_rate(*at, args.over_rate, args.over_seconds, 300)
+                if label == "head":
+                    capacity = over["completions_per_s_in_window"]
+                half_rate = round(max(1.0, (capacity or over["completions_per_s_in_window"]) / 2))
+                half = measure_rate(*at, half_rate, args.half_seconds, 300)
+                this[label] = {"low": low, "over": over, "half": half}
+                if label == "head":
+                    floor = measure_floor(side, half_rate, args.floor_seconds)
+                    floors.append({"rate": half_rate, **floor})
+                    if floor.get("p50") is not None:
+                        floor_p50.append(float(floor["p50"]))
+            rounds.append(this)
+    finally:
+        if not args.keep:
+            for side in sides.values():
+                try:
+                    side.run("-m", "minimart.local", "down")
+                except Exception as exc:  # report, and stop the other one still
+                    log.warning("%s: down failed: %s", side.label, exc)
+    table = ratios(rounds)
+    checks = verdicts(table, floor_p50)
+    results = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": info,
+        "revisions": revisions,
+        "noise": "a shared machine: see machine.loadavg_at_start and each measurement's "
+        "loadavg_1m; the per-round ranges are the spread",
+        "settings": {
+            k: getattr(args, k)
+            for k in ("rounds", "rate", "seconds", "over_rate", "over_seconds", "half_seconds")
+        },
+        "ratios": table,
+        "targets": checks,
+        "floor": floors,
+        "rounds": rounds,
+    }
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print_table(table, checks)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

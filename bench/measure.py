@@ -1,0 +1,93 @@
+"""One measurement on a running stack: open-loop orders at a rate, then what they cost.
+
+Shared by ``bench.ab`` (both trees) and ``bench.loadtest`` (the capacity that sets the load
+test's peak): completions per second while a backlog stands, end-to-end and POST latency, and
+CPU per completed order by component (bench/cpu.py), window and drain included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bench import cpu as cpu_mod
+from bench import load
+from bench import run as bench_run
+from minimart.settings import Settings
+
+log = logging.getLogger("bench.measure")
+
+
+def _completed_between(found: Mapping[str, load.Completion], start: float, end: float) -> int:
+    return sum(1 for c in found.values() if c.final_at is not None and start <= c.final_at <= end)
+
+
+def metrics_urls(settings: Settings, components: Sequence[cpu_mod.Component]) -> list[str]:
+    return [
+        f"http://{settings.host}:{c.port}/metrics"
+        for c in components
+        if c.kind in (cpu_mod.FUNCTION, cpu_mod.DISPATCHER)
+    ]
+
+
+def measure_rate(
+    label: str,
+    settings: Settings,
+    components: Sequence[cpu_mod.Component],
+    rate: float,
+    seconds: float,
+    drain_s: float,
+) -> dict[str, Any]:
+    """Open-loop ``rate`` for ``seconds``; CPU (window and drain) per completed order."""
+    urls = metrics_urls(settings, components)
+    meter = cpu_mod.ComponentCpu(components)
+    before = bench_run.scrape(urls)
+    load_before = os.getloadavg()[0]
+    meter.start()
+    result = load.run_open_loop(
+        settings.host, settings.ingress_port, rate, seconds, seed=int(rate * 100)
+    )
+    window_end = time.time()
+    ids = [p.order_id for p in result.posted if p.status == 202 and p.order_id]
+    found = load.wait_complete(settings, ids, drain_s)
+    by_component = meter.stop()
+    after = bench_run.scrape(urls)
+    done = [c for c in found.values() if c.final_at is not None]
+    confirmed = [c for c in done if c.status == "CONFIRMED"]
+    e2e = [(c.final_at - c.created_at) * 1000 for c in confirmed if c.final_at is not None]
+    # Completions per second once a backlog stands (after the first 3 s of the window).
+    steady_from = result.started_at + min(3.0, seconds / 3)
+    completed_in_window = _completed_between(found, steady_from, window_end)
+    entry: dict[str, Any] = {
+        "rate": rate,
+        "seconds": seconds,
+        "accepted": len(ids),
+        "completed": len(done),
+        "completions_per_s_in_window": round(completed_in_window / (window_end - steady_from), 2),
+        "backlog_at_window_end": len(ids) - _completed_between(found, 0.0, window_end),
+        "e2e_ms": bench_run.summary(e2e),
+        "post_orders_ms": bench_run.summary([p.latency_ms for p in result.posted]),
+        "post_errors": sum(1 for p in result.posted if p.status != 202),
+        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        **cpu_mod.split(components, by_component, len(done), bench_run.deliveries(before, after)),
+    }
+    log.info(
+        "%s %5.1f/s: completed %d/%d, %.1f/s in window, e2e p50 %s p99 %s ms, "
+        "cpu/order %s ms (functions %s, emulator %s), emulator/delivery %s ms, load %s",
+        label,
+        rate,
+        len(done),
+        len(ids),
+        entry["completions_per_s_in_window"],
+        entry["e2e_ms"]["p50"],
+        entry["e2e_ms"]["p99"],
+        entry.get("cpu_ms_per_order"),
+        entry.get("functions_cpu_ms_per_order"),
+        entry.get("emulator_cpu_ms_per_order"),
+        entry.get("emulator_cpu_ms_per_delivery"),
+        entry["loadavg_1m"],
+    )
+    return entry
