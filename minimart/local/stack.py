@@ -282,19 +282,36 @@ def kill(settings: Settings, name: str) -> int | None:
     return servers.kill(settings, name)
 
 
+def answers(settings: Settings, name: str, plan: StackPlan | None = None) -> bool:
+    """Whether program ``name`` of the stack answers: a server a real request, a function
+    its /healthz, a dispatcher (running) its metrics port."""
+    plan = plan or plan_stack(settings)
+    server = servers.infrastructure(settings).get(name)
+    if server is not None:
+        return _ready_server(server)
+    for fn in plan.functions:
+        if fn.process_name == name:
+            return _healthy(fn.url)
+    for d in plan.dispatchers:
+        if d.process_name == name:
+            running = Supervisor(settings).pid(name) is not None
+            return running and process.port_open("127.0.0.1", d.metrics_port)
+    raise KeyError(name)
+
+
+def programs(plan: StackPlan) -> list[str]:
+    """Every program of the stack: the servers, the functions, the dispatchers."""
+    return [
+        *INFRASTRUCTURE,
+        *(fn.process_name for fn in plan.functions),
+        *(d.process_name for d in plan.dispatchers),
+    ]
+
+
 def not_ready(settings: Settings, plan: StackPlan | None = None) -> list[str]:
     """The programs of the stack that do not answer yet (empty: every one is ready)."""
     plan = plan or plan_stack(settings)
-    pending = []
-    for name, server in servers.infrastructure(settings).items():
-        if name in INFRASTRUCTURE and not _ready_server(server):
-            pending.append(name)
-    pending += [fn.process_name for fn in plan.functions if not _healthy(fn.url)]
-    sup = Supervisor(settings)
-    for d in plan.dispatchers:
-        if sup.pid(d.process_name) is None or not process.port_open("127.0.0.1", d.metrics_port):
-            pending.append(d.process_name)
-    return pending
+    return [name for name in programs(plan) if not answers(settings, name, plan)]
 
 
 def _ready_server(server: servers.ManagedServer) -> bool:

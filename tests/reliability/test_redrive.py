@@ -17,9 +17,11 @@ from minimart.catalog import DEAD_LETTER_TOPIC
 from minimart.console import replay
 from minimart.console.client import OrderClient
 from minimart.local import stack
+from minimart.local.servers.supervision import Supervisor
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US, assert_books, place_batch, wait_final
+from tests.replaying import wait_drained
 from tests.stack import eventually, new_sku, stock_of
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +87,7 @@ def test_transient_dead_letters_are_redriven_by_themselves_and_change_nothing(
         return all(len(now[key(r)]) > len(before[key(r)]) for r in rest)
 
     eventually(all_redriven, timeout=120, what="every transient dead letter re-driven")
-    replay.wait_drained(settings, timeout=120)
+    wait_drained(settings, timeout=120)
     after = _copies(settings, ids)
     # The dead-letter topic has one partition, read in order: the poison letter, written
     # first, was decided before any of the others was re-driven, and stayed where it was.
@@ -100,3 +102,29 @@ def test_transient_dead_letters_are_redriven_by_themselves_and_change_nothing(
     assert stock_of(settings, sku) == stock
     report = assert_books(settings, order_ids, [sku], expected_dead_letters={poison.event_id or ""})
     assert report.dead_letters >= len(letters)  # the re-driven ones count as resolved
+
+
+@pytest.mark.slow
+def test_an_order_stranded_by_a_sink_down_past_the_retry_budget_completes_by_itself(
+    running_stack: Settings, client: OrderClient
+) -> None:
+    """payment stays down (stopped, not crashed: supervisord leaves it down) longer than its
+    source's retries: the order's inventory.reserved is dead-lettered; once payment is back,
+    the redrive function re-drives it and the order completes, with no manual step."""
+    settings = running_stack
+    payment = stack.plan_stack(settings).function("payment").process_name
+    sup = Supervisor(settings)
+    sku = new_sku(settings, stock=10)
+    try:
+        sup.stop([payment])
+        (order_id,) = place_batch(client, sku, 1)
+
+        def dead_lettered() -> bool:
+            return any(x.order_id == order_id for x in replay.read_dead_letters(settings))
+
+        eventually(dead_lettered, timeout=240, what="inventory.reserved dead-lettered")
+        assert client.get(order_id)["status"] == "RESERVED"
+    finally:
+        sup.start(payment)
+    assert client.wait_final(order_id, timeout=600)["status"] == "CONFIRMED"
+    assert_books(settings, [order_id], [sku])  # the dead letter counts as resolved
