@@ -102,6 +102,10 @@ install_observability() {
 deploy_minimart() {
   log "building and deploying minimart (skaffold run -p local-kind)"
   kubectl config use-context "$CONTEXT" >/dev/null
+  # skaffold labels every pod template with a new skaffold.dev/run-id on each run, and a Job's
+  # template is immutable: re-applying create-topics would be refused, so the last one goes
+  # first (the new one creates only the topics that are missing).
+  k delete job create-topics --namespace minimart --ignore-not-found
   skaffold run -p local-kind --default-repo=kind.local --kube-context "$CONTEXT"
 }
 
