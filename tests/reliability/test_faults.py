@@ -8,7 +8,6 @@ scoped to them and other tests sharing the stack do not interfere.
 from __future__ import annotations
 
 import concurrent.futures
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,12 +16,10 @@ import psycopg
 import pytest
 
 from minimart.bootstrap import Container
-from minimart.console import replay
 from minimart.console.client import OrderClient
 from minimart.handlers.orders import place_order
 from minimart.local import servers, stack
 from minimart.settings import Settings
-from tests import replaying
 from tests.reliability.saga import US, assert_books, heal, place_batch, wait_final
 from tests.stack import eventually, new_sku, stock_of
 
@@ -73,29 +70,6 @@ def test_function_killed_mid_flight_heals_by_itself(running_stack: Settings, cli
     run_with_fault(running_stack, client, crash(running_stack, name), count=20)
     after = servers.supervised(running_stack, name)
     assert after is not None and after.restarts == before.restarts + 1, (before, after)
-
-
-def test_duplicate_storm_three_times_and_out_of_order(running_stack: Settings,
-                                                      client: OrderClient) -> None:  # fmt: skip
-    sku = new_sku(running_stack, stock=10_000)
-    declined = place_batch(client, sku, 2, customer=402)  # compensations are replayed too
-    order_ids = place_batch(client, sku, 8) + declined
-    rng = random.Random(7)
-    # Mid-flight: whatever the topics hold so far, three more times, shuffled.
-    early = replay.record(running_stack, order_ids=order_ids)
-    storm = early * 3
-    rng.shuffle(storm)
-    replay.replay_to_kafka(running_stack, storm)
-    wait_final(client, order_ids)
-    # Then the whole run, three more times, shuffled across topics and orders.
-    everything = replay.record(running_stack, order_ids=order_ids)
-    storm = everything * 3
-    rng.shuffle(storm)
-    replay.replay_to_kafka(running_stack, storm)
-    replaying.wait_drained(running_stack, timeout=120)
-    report = assert_books(running_stack, order_ids, [sku])
-    assert report.final == {"CONFIRMED": 8, "CANCELLED": 2}
-    assert len(everything) >= 10 * 6
 
 
 def test_committed_but_unpublished_order_is_published_by_the_relay(
