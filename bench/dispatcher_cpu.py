@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import labelled_results
+from minimart.console.replay import RecordedEvent
 from minimart.local.delivery import Deliverer
-from minimart.local.manifests import Delivery, KafkaSourceSpec
-from minimart.local.replay import RecordedEvent
 from minimart.local.traced_delivery import TracedDeliverer
+from minimart.manifests import Delivery, KafkaSourceSpec
 from minimart.observability import tracing
 from minimart.settings import Settings
 

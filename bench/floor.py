@@ -10,7 +10,6 @@ same span as the saga's "order accepted -> last step recorded".
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import json
 import logging
@@ -27,9 +26,10 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from minimart.adapters.kafka_publisher import make_producer
+from minimart.kafka_clients import FETCH_LIMITS
 from minimart.local import stack
-from minimart.local.kafka_limits import FETCH_LIMITS
 from minimart.local.servers import process
+from minimart.local.servers.supervision import Program, Supervisor
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -93,41 +93,44 @@ class Floor:
             admin.close()
         base_env = stack._env(self.settings, "bench-floor")
         taken: set[int] = set()
+        programs: list[Program] = []
         for hop in range(1, self.hops + 1):
             port = _free_port(_port_base() + self.settings.function_port_base % 100, taken)
             self.ports.append(port)
             name = f"bench-floor-fn-h{hop}"
             env = {**base_env, "MINIMART_SERVICE_NAME": name, "THREADS": self.threads}
-            argv = [
+            argv = (
                 str(Path(sys.executable).parent / "functions-framework"),
                 "--target=handle",
                 f"--source={NOOP_SOURCE}",
                 "--signature-type=cloudevent",
                 "--host=127.0.0.1",
                 f"--port={port}",
-            ]
-            process.spawn(name, argv, env=env, cwd=PROJECT_ROOT, settings=self.settings)
+            )
+            programs.append(Program(name, argv, PROJECT_ROOT, env))
             self.names.append(name)
             dname = f"bench-floor-dispatch-h{hop}"
-            dargv = [
+            dargv = (
                 sys.executable,
                 "-m",
                 "bench.floor_dispatcher",
                 f"--topic={self.topic(hop - 1)}",
                 f"--sink-url=http://127.0.0.1:{port}/",
-            ]
-            process.spawn(dname, dargv, env=base_env, cwd=PROJECT_ROOT, settings=self.settings)
+            )
+            programs.append(Program(dname, dargv, PROJECT_ROOT, base_env))
             self.names.append(dname)
+        supervisor = Supervisor(self.settings)
+        supervisor.define(programs)
+        for name in self.names:
+            supervisor.start(name)
         for port in self.ports:
             process.wait_for_port("127.0.0.1", port, 90)
 
     def stop(self) -> None:
-        def stop(name: str) -> None:
-            with contextlib.suppress(Exception):
-                process.stop_process(name, self.settings)
-
-        with concurrent.futures.ThreadPoolExecutor(len(self.names) or 1) as pool:
-            list(pool.map(stop, self.names))
+        supervisor = Supervisor(self.settings)
+        with contextlib.suppress(Exception):
+            supervisor.stop(self.names)
+        supervisor.forget(self.names)
         self.names.clear()
         admin = self._admin()
         try:

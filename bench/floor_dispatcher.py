@@ -8,7 +8,7 @@ import signal
 from types import FrameType
 
 from minimart.local.dispatcher import KafkaSourceDispatcher
-from minimart.local.manifests import Delivery, KafkaSourceSpec
+from minimart.manifests import Delivery, KafkaSourceSpec
 from minimart.settings import Settings
 
 

@@ -38,7 +38,7 @@ from bench import cpu as cpu_mod
 from bench import floor as floor_mod
 from bench import load
 from minimart.local import stack
-from minimart.local.manifests import load_topology
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("bench")

@@ -1,44 +1,88 @@
 """The composition root: wires adapters into handlers, lazily, once per process.
 
-Nothing here connects at import time. ``container()`` builds the process's ``Container`` on
-first use from ``Settings.from_env()``; each client is created on first use and cached.
+``bootstrap()`` builds a process's ``Container`` from ``Settings.from_env()``. Every
+collaborator (the order intake, the units of work, the publisher, the stores, the outbox
+relay, what happens when a saga closes) can be handed in; the real one is the default, built
+on first use from the settings, so nothing connects at import time or before it is needed.
+Tests hand fakes in: ``bootstrap(Settings(), tracing=False, publisher=FakePublisher(), ...)``.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from minimart.adapters import postgres
 from minimart.adapters.kafka_publisher import KafkaPublisher, make_producer
 from minimart.adapters.mongo import MongoShipments, shipments_collection
+from minimart.adapters.outbox_relay import Outbox, OutboxRelay
 from minimart.adapters.redis_streams import RedisNotifications, make_client
 from minimart.catalog import Event, EventType
 from minimart.domain.orders import OrderLimits, OrderStatus
 from minimart.handlers import inventory, notification, order_status, payment, shipping
+from minimart.handlers.orders import OrderIntake
 from minimart.handlers.payment import PaymentPolicy
-from minimart.observability import metrics, tracing
+from minimart.handlers.ports import (
+    InventoryUnitOfWork,
+    NotificationOutbox,
+    OrderUnitOfWork,
+    PaymentUnitOfWork,
+    Publisher,
+    ShipmentStore,
+)
+from minimart.observability import metrics
+from minimart.observability import tracing as otel
 from minimart.settings import Settings
 
-log = logging.getLogger(__name__)
+# Called when order-status records a final state: (status, reason, the order's creation time).
+SagaClosed = Callable[[OrderStatus, str | None, datetime | None], None]
+
+
+class Intake(OrderIntake, Outbox, Protocol):
+    """The order intake together with its outbox (what the relay reads and marks)."""
+
+
+def _saga_closed(status: OrderStatus, reason: str | None, created_at: datetime | None) -> None:
+    metrics.record_saga_outcome(status.value, reason, created_at)
 
 
 class Container:
-    """The adapters of one process. Only what a function uses is ever built."""
+    """The adapters of one process. Each is the one handed in, or the real one built on first
+    use; only what a function uses is ever built."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        intake: Intake | None = None,
+        inventory_uow: Callable[[], InventoryUnitOfWork] | None = None,
+        payments_uow: Callable[[], PaymentUnitOfWork] | None = None,
+        orders_uow: Callable[[], OrderUnitOfWork] | None = None,
+        publisher: Publisher | None = None,
+        shipments: ShipmentStore | None = None,
+        notifications: NotificationOutbox | None = None,
+        relay: OutboxRelay | None = None,
+        on_saga_closed: SagaClosed = _saga_closed,
+    ) -> None:
         self.settings = settings
+        self.on_saga_closed = on_saga_closed
         self._lock = threading.Lock()
-        self._relay: threading.Thread | None = None
-        self._stop = threading.Event()
-        # Outbox records published but not yet marked so: marked in batches by the relay.
-        self._published: list[str] = []
-        self._published_lock = threading.Lock()
+        # A collaborator handed in replaces its real default (a cached_property below).
+        given = {
+            "intake": intake,
+            "publisher": publisher,
+            "shipments": shipments,
+            "notifications": notifications,
+            "relay": relay,
+        }
+        self.__dict__.update({name: value for name, value in given.items() if value is not None})
+        self.inventory_uow = inventory_uow or self._postgres_inventory
+        self.payments_uow = payments_uow or self._postgres_payments
+        self.orders_uow = orders_uow or self._postgres_orders
 
     def _pool(self, dsn: str, name: str, schema: str, seed: Callable[[Any], None]) -> Any:
         pool = postgres.open_pool(dsn, name)
@@ -71,104 +115,53 @@ class Container:
         )
 
     @cached_property
-    def publisher(self) -> KafkaPublisher:
+    def publisher(self) -> Publisher:
         producer = make_producer(self.settings.kafka_bootstrap, self.settings.service_name)
-        return KafkaPublisher(producer, inject_headers=tracing.kafka_header_injector())
+        return KafkaPublisher(producer, inject_headers=otel.kafka_header_injector())
 
     @cached_property
-    def shipments(self) -> MongoShipments:
+    def shipments(self) -> ShipmentStore:
         return MongoShipments(shipments_collection(self.settings.mongo_url))
 
     @cached_property
-    def notifications(self) -> RedisNotifications:
+    def notifications(self) -> NotificationOutbox:
         return RedisNotifications(make_client(self.settings.redis_url))
 
     @cached_property
-    def intake(self) -> postgres.PostgresOrderIntake:
+    def intake(self) -> Intake:
         return postgres.PostgresOrderIntake(self.orders_pool)
 
-    def inventory_uow(self) -> postgres.PostgresInventory:
+    @cached_property
+    def relay(self) -> OutboxRelay:
+        return OutboxRelay(self.intake, self.publisher)
+
+    def _postgres_inventory(self) -> InventoryUnitOfWork:
         return postgres.PostgresInventory(self.inventory_pool, consumer="inventory")
 
-    def payments_uow(self) -> postgres.PostgresPayments:
+    def _postgres_payments(self) -> PaymentUnitOfWork:
         return postgres.PostgresPayments(self.payments_pool, consumer="payment")
 
-    def orders_uow(self) -> postgres.PostgresOrders:
+    def _postgres_orders(self) -> OrderUnitOfWork:
         return postgres.PostgresOrders(self.orders_pool, consumer="order-status")
 
     @property
     def order_limits(self) -> OrderLimits:
         return OrderLimits(self.settings.max_items_per_order, self.settings.max_quantity_per_line)
 
+    @property
+    def payment_policy(self) -> PaymentPolicy:
+        return PaymentPolicy(
+            self.settings.default_credit_limit_cents, self.settings.payment_decline_rate
+        )
+
     def warm_up(self, service: str) -> None:
         """Build what ``service`` needs now (readiness), instead of on its first event."""
         with self._lock:
             for attribute in WARM_UP[service]:
                 getattr(self, attribute)
-            if service == "order" and self._relay is None:
-                self._relay = threading.Thread(
-                    target=self._relay_outbox, name="outbox-relay", daemon=True
-                )
-                self._relay.start()
+            if service == "order":
+                self.relay.start()
 
-    def publish_accepted(self, event: Event) -> None:
-        """Publish a freshly accepted order; the outbox relay retries if this fails.
-
-        Marking the outbox record published is not part of the request: the relay marks the
-        published records in one statement every ``MARK_INTERVAL_S`` (one commit for many
-        orders instead of one more per order). A record whose mark is lost (a crash) is
-        published again by the relay with the same event id: consumers treat it as a replay.
-        """
-        try:
-            self.publisher.publish([event], source="order")
-        except Exception:  # the order is durable in the outbox: the relay will publish it
-            log.exception("publishing %s failed; left to the outbox relay", event.id)
-            return
-        with self._published_lock:
-            self._published.append(event.id)
-
-    def mark_published(self) -> int:
-        """Mark the records published since the last call; how many."""
-        with self._published_lock:
-            ids, self._published = self._published, []
-        if ids:
-            try:
-                self.intake.mark_published(ids)
-            except Exception:
-                with self._published_lock:  # next pass
-                    self._published[:0] = ids
-                raise
-        return len(ids)
-
-    def relay_once(self, older_than_s: float = 2.0) -> int:
-        """Publish outbox records a crashed or failed request left behind; how many."""
-        self.mark_published()
-        pending = self.intake.claim_unpublished(older_than_s)
-        with self._published_lock:  # published meanwhile, mark not yet written
-            marking = set(self._published)
-        pending = [event for event in pending if event.id not in marking]
-        if pending:
-            self.publisher.publish(pending, source="order")
-            self.intake.mark_published([event.id for event in pending])
-        return len(pending)
-
-    def _relay_outbox(self) -> None:
-        passes = 0
-        while not self._stop.wait(MARK_INTERVAL_S):
-            passes += 1
-            try:
-                if passes % RELAY_EVERY == 0:
-                    self.relay_once()
-                else:
-                    self.mark_published()
-            except Exception:
-                log.exception("outbox relay pass failed; retrying")
-
-
-# The relay thread marks published outbox records every MARK_INTERVAL_S and looks for
-# unpublished ones (older than 2 s) every RELAY_EVERY passes.
-MARK_INTERVAL_S = 0.2
-RELAY_EVERY = 5
 
 WARM_UP: Mapping[str, tuple[str, ...]] = {
     "order": ("orders_pool", "intake", "publisher"),
@@ -178,6 +171,16 @@ WARM_UP: Mapping[str, tuple[str, ...]] = {
     "shipping": ("shipments", "publisher"),
     "notification": ("notifications", "publisher"),
 }
+
+
+def bootstrap(settings: Settings | None = None, *, tracing: bool = True, **given: Any) -> Container:
+    """The container of a process: ``settings`` (default: from the environment) and the
+    collaborators in ``given`` (see ``Container``), the real ones for the rest. ``tracing``
+    sets OpenTelemetry up first, so every client built later is instrumented."""
+    settings = Settings.from_env() if settings is None else settings
+    if tracing:
+        otel.configure(settings)
+    return Container(settings, **given)
 
 
 @dataclass(frozen=True)
@@ -194,8 +197,7 @@ def _inventory(event: Event, c: Container) -> list[Event]:
 
 
 def _payment(event: Event, c: Container) -> list[Event]:
-    policy = PaymentPolicy(c.settings.default_credit_limit_cents, c.settings.payment_decline_rate)
-    return payment.HANDLERS[event.type](event, c.payments_uow(), policy)
+    return payment.HANDLERS[event.type](event, c.payments_uow(), c.payment_policy)
 
 
 def _shipping(event: Event, c: Container) -> list[Event]:
@@ -203,11 +205,7 @@ def _shipping(event: Event, c: Container) -> list[Event]:
 
 
 def _order_status(event: Event, c: Container) -> list[Event]:
-    return order_status.track(event, c.orders_uow(), on_final=_saga_closed)
-
-
-def _saga_closed(status: OrderStatus, reason: str | None, created_at: datetime | None) -> None:
-    metrics.record_saga_outcome(status.value, reason, created_at)
+    return order_status.track(event, c.orders_uow(), on_final=c.on_saga_closed)
 
 
 def _notification(event: Event, c: Container) -> list[Event]:
@@ -225,17 +223,3 @@ STEPS: Mapping[str, Step] = {
     ),
     "notification": Step("notification", frozenset(notification.TEMPLATES), _notification),
 }
-
-
-_container: Container | None = None
-_container_lock = threading.Lock()
-
-
-def container() -> Container:
-    global _container
-    with _container_lock:
-        if _container is None:
-            settings = Settings.from_env()
-            tracing.configure(settings)  # before any client is built: they get instrumented
-            _container = Container(settings)
-        return _container

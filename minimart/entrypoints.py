@@ -8,6 +8,7 @@ anything transient raises, which answers 500 and is retried.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 from urllib.parse import unquote
@@ -17,7 +18,7 @@ from cloudevents.http import CloudEvent
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from minimart.bootstrap import STEPS, Container, container
+from minimart.bootstrap import STEPS, Container, bootstrap
 from minimart.catalog import InvalidEvent, parse
 from minimart.observability import tracing
 from minimart.problems import problem
@@ -35,6 +36,28 @@ STEP_SECONDS = Histogram(
     ["service", "type"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+# Where a function's app keeps its container (Flask's slot for extensions' state).
+_EXTENSION = "minimart"
+_building = threading.Lock()
+
+
+def use_container(app: flask.Flask, container: Container) -> None:
+    """Serve ``app`` with ``container`` (tests hand in one built on fakes)."""
+    app.extensions[_EXTENSION] = container
+
+
+def container_of(app: flask.Flask) -> Container:
+    """The app's container: the one handed in, else the real one, built on first use (which
+    sets tracing up before any client exists)."""
+    found: Container | None = app.extensions.get(_EXTENSION)
+    if found is None:
+        with _building:
+            found = app.extensions.get(_EXTENSION)
+            if found is None:
+                found = app.extensions[_EXTENSION] = bootstrap()
+    return found
 
 
 def header_text(value: str) -> str:
@@ -61,7 +84,7 @@ def decode_binary_attributes(cloud_event: CloudEvent, content_type: str | None) 
 
 
 def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
-    c = container()  # sets tracing up on first use
+    c = container_of(flask.current_app)
     decode_binary_attributes(cloud_event, flask.request.mimetype)
     attributes = cloud_event.get_attributes()
     parent = tracing.extract(flask.request.headers, attributes)  # transport, then extension
@@ -117,7 +140,7 @@ def install_operational_routes(app: flask.Flask, service: str) -> None:
 
     def healthz() -> Any:
         try:
-            container().warm_up(service)
+            container_of(app).warm_up(service)
         except Exception as exc:  # not ready yet: the probe retries
             log.warning("%s not ready: %s", service, exc)
             return flask.jsonify(status="starting", error=str(exc)), 503
@@ -131,7 +154,11 @@ def install_operational_routes(app: flask.Flask, service: str) -> None:
         if exc.response is not None:
             return exc.response
         code = exc.code or 500
-        return problem(code, f"http-{code}", exc.name, exc.description or exc.name)
+        response = problem(code, f"http-{code}", exc.name, exc.description or exc.name)
+        for name, value in exc.get_headers():  # a 405's Allow (RFC 9110 15.5.6)
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])

@@ -83,7 +83,7 @@ def create_order(request: flask.Request, c: Container) -> flask.Response:
         return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
     tracing.annotate({tracing.ORDER_ID: accepted.order_id, tracing.SERVICE: "order"})
     if accepted.event is not None:
-        c.publish_accepted(accepted.event)
+        c.relay.publish(accepted.event)
     location = f"/orders/{accepted.order_id}"
     headers = {"Location": location}
     if not accepted.created:
@@ -124,17 +124,24 @@ def read_order(order_id: str, c: Container) -> flask.Response:
     return _json(body, 200)
 
 
+def _method_not_allowed(allowed: tuple[str, ...]) -> flask.Response:
+    """405 with the ``Allow`` header RFC 9110 (15.5.6) requires."""
+    response = problem(
+        405, "method-not-allowed", "Method Not Allowed", f"use {' or '.join(allowed)}"
+    )
+    response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
 def route(request: flask.Request, c: Container) -> tuple[str, flask.Response]:
     """Dispatch one request of the order API; the route name (for metrics) and the answer."""
     path = request.path.rstrip("/") or "/"
     if path == "/orders":
         if request.method != "POST":
-            return "/orders", problem(405, "method-not-allowed", "Method Not Allowed", "use POST")
+            return "/orders", _method_not_allowed(("POST",))
         return "/orders", create_order(request, c)
     if path.startswith("/orders/") and path.count("/") == 2:
-        if request.method != "GET":
-            return "/orders/{id}", problem(
-                405, "method-not-allowed", "Method Not Allowed", "use GET"
-            )
+        if request.method not in ("GET", "HEAD"):  # HEAD: the same answer without its body
+            return "/orders/{id}", _method_not_allowed(("GET", "HEAD"))
         return "/orders/{id}", read_order(path.removeprefix("/orders/"), c)
     return "other", problem(404, "not-found", "Not Found", f"no resource at {request.path}")

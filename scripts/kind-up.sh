@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# Create the kind cluster "minimart", install Knative Serving + Kourier, Knative Eventing and
-# the Kafka source/sink (eventing-kafka-broker) at pinned versions, point the order function
-# at http://localhost:8080, apply the observability stack (k8s/observability: collector,
-# Jaeger, Prometheus, Grafana), then build and deploy minimart with skaffold.
-# Needs: docker (running), kind, kubectl, skaffold. Re-running it is safe (everything is
-# applied idempotently; an existing cluster is reused). See docs/deploy.md.
+# Create the kind cluster "minimart" (kind-config.yaml: one node, a pinned node image), install
+# Knative Serving + Kourier, Knative Eventing and the Kafka source/sink (eventing-kafka-broker)
+# at pinned releases, configure them from k8s/knative/, apply the observability stack
+# (k8s/observability: collector, Jaeger, Prometheus, Grafana), build and deploy minimart with
+# skaffold, then wait until the order Service, its Route, the dead-letter KafkaSink and every
+# KafkaSource are Ready and print how to reach the order ingress.
+#   bash scripts/kind-up.sh          everything (re-running it is safe: all is applied
+#                                    idempotently and an existing cluster is reused)
+#   bash scripts/kind-up.sh deploy   only rebuild, redeploy and wait (`make deploy`)
+# Needs: docker (running), kind, kubectl, skaffold >= 2.15. See docs/deploy.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLUSTER_NAME="${CLUSTER_NAME:-minimart}"
 CONTEXT="kind-${CLUSTER_NAME}"
-# One Knative release line for every component; bump them together.
-KNATIVE_SERVING_VERSION="${KNATIVE_SERVING_VERSION:-knative-v1.16.0}"
+# The newest patch release of the knative-v1.16 line of each component (net-kourier has no
+# patch release of it); docs/deploy.md says why this line. Bump them together.
+KNATIVE_SERVING_VERSION="${KNATIVE_SERVING_VERSION:-knative-v1.16.3}"
 KNATIVE_KOURIER_VERSION="${KNATIVE_KOURIER_VERSION:-knative-v1.16.0}"
-KNATIVE_EVENTING_VERSION="${KNATIVE_EVENTING_VERSION:-knative-v1.16.0}"
-KNATIVE_KAFKA_VERSION="${KNATIVE_KAFKA_VERSION:-knative-v1.16.0}"
+KNATIVE_EVENTING_VERSION="${KNATIVE_EVENTING_VERSION:-knative-v1.16.7}"
+KNATIVE_KAFKA_VERSION="${KNATIVE_KAFKA_VERSION:-knative-v1.16.3}"
+# skaffold.yaml's apiVersion skaffold/v4beta13 is read by skaffold 2.15 and later only.
+SKAFFOLD_MINIMUM="2.15"
+# Kourier's HTTP port as kind-config.yaml publishes it on the host.
+INGRESS="http://127.0.0.1:8080"
 
 SERVING="https://github.com/knative/serving/releases/download/${KNATIVE_SERVING_VERSION}"
 KOURIER="https://github.com/knative/net-kourier/releases/download/${KNATIVE_KOURIER_VERSION}"
@@ -22,78 +31,124 @@ EVENTING="https://github.com/knative/eventing/releases/download/${KNATIVE_EVENTI
 KAFKA="https://github.com/knative-extensions/eventing-kafka-broker/releases/download/${KNATIVE_KAFKA_VERSION}"
 
 log() { printf '\n==> %s\n' "$*"; }
-for tool in docker kind kubectl skaffold; do
-  command -v "$tool" >/dev/null || { echo "kind-up: '$tool' is not installed" >&2; exit 1; }
-done
+die() { echo "kind-up: $*" >&2; exit 1; }
 k() { kubectl --context "$CONTEXT" "$@"; }
 wait_deployments() { k wait deployment --all --namespace "$1" --for=condition=Available --timeout=600s; }
+# Merge the data of each ConfigMap file of k8s/knative/ into the release's ConfigMap of that
+# name (the release's other keys stay); tests/knative-check validates the same files.
+configure() { for file in "$@"; do k patch -f "$file" --type merge --patch-file "$file"; done; }
 
-if kind get clusters | grep -qx "$CLUSTER_NAME"; then
-  log "kind cluster $CLUSTER_NAME exists: reusing it"
-else
-  log "creating kind cluster $CLUSTER_NAME (kind-config.yaml)"
-  kind create cluster --name "$CLUSTER_NAME" --config kind-config.yaml --wait 120s
-fi
+check_tools() {
+  for tool in docker kind kubectl skaffold; do
+    command -v "$tool" >/dev/null || die "'$tool' is not installed"
+  done
+  local version major minor
+  version="$(skaffold version)"
+  IFS=. read -r major minor _ <<<"${version#v}"
+  if (( major < 2 || (major == 2 && minor < ${SKAFFOLD_MINIMUM#2.}) )); then
+    die "skaffold $version cannot read skaffold.yaml (skaffold/v4beta13): install skaffold >= $SKAFFOLD_MINIMUM"
+  fi
+}
 
-log "Knative Serving $KNATIVE_SERVING_VERSION + Kourier $KNATIVE_KOURIER_VERSION"
-k apply -f "$SERVING/serving-crds.yaml"
-k wait crd --all --for=condition=Established --timeout=120s
-k apply -f "$SERVING/serving-core.yaml"
-k apply -f "$KOURIER/kourier.yaml"
-wait_deployments knative-serving
-wait_deployments kourier-system
-# Kourier as the ingress; the order Service (annotation minimart.dev/host: localhost) gets the
-# host `localhost`, every other public Service <name>.<namespace>.127.0.0.1.sslip.io.
-k patch configmap/config-network --namespace knative-serving --type merge --patch '{"data":{
-  "ingress-class":"kourier.ingress.networking.knative.dev",
-  "domain-template":"{{if index .Annotations \"minimart.dev/host\"}}{{index .Annotations \"minimart.dev/host\"}}{{else}}{{.Name}}.{{.Namespace}}.{{.Domain}}{{end}}"}}'
-k patch configmap/config-domain --namespace knative-serving --type merge \
-  --patch '{"data":{"127.0.0.1.sslip.io":""}}'
-# Pod-spec features the minimart Services use (k8s/functions/*.yaml: an emptyDir for /tmp),
-# and seccomp RuntimeDefault on Knative's queue-proxy sidecar too.
-k patch configmap/config-features --namespace knative-serving --type merge --patch '{"data":{
-  "kubernetes.podspec-volumes-emptydir":"enabled",
-  "secure-pod-defaults":"enabled"}}'
-# Kourier's HTTP port on NodePort 31080, which kind-config.yaml publishes on 127.0.0.1:8080.
-k patch service/kourier --namespace kourier-system --type merge --patch '{"spec":{
-  "type":"NodePort",
-  "ports":[{"name":"http2","port":80,"protocol":"TCP","targetPort":8080,"nodePort":31080},
-           {"name":"https","port":443,"protocol":"TCP","targetPort":8443,"nodePort":31443}]}}'
+create_cluster() {
+  if kind get clusters | grep -qx "$CLUSTER_NAME"; then
+    log "kind cluster $CLUSTER_NAME exists: reusing it"
+  else
+    log "creating kind cluster $CLUSTER_NAME (kind-config.yaml)"
+    kind create cluster --name "$CLUSTER_NAME" --config kind-config.yaml --wait 120s
+  fi
+}
 
-log "Knative Eventing $KNATIVE_EVENTING_VERSION"
-k apply -f "$EVENTING/eventing-crds.yaml"
-k wait crd --all --for=condition=Established --timeout=120s
-k apply -f "$EVENTING/eventing-core.yaml"
-wait_deployments knative-eventing
-# The KafkaSources' delivery blocks set a per-attempt timeout.
-k patch configmap/config-features --namespace knative-eventing --type merge \
-  --patch '{"data":{"delivery-timeout":"enabled"}}'
+install_knative() {
+  log "Knative Serving $KNATIVE_SERVING_VERSION + Kourier $KNATIVE_KOURIER_VERSION"
+  k apply -f "$SERVING/serving-crds.yaml"
+  k wait crd --all --for=condition=Established --timeout=120s
+  k apply -f "$SERVING/serving-core.yaml"
+  k apply -f "$KOURIER/kourier.yaml"
+  wait_deployments knative-serving
+  wait_deployments kourier-system
+  # Kourier as the ingress, the domain localhost, the pod-spec features the Services use.
+  configure k8s/knative/serving-*.yaml
+  # Kourier's HTTP port on NodePort 31080, which kind-config.yaml publishes on 127.0.0.1:8080.
+  k patch service/kourier --namespace kourier-system --type merge --patch '{"spec":{
+    "type":"NodePort",
+    "ports":[{"name":"http2","port":80,"protocol":"TCP","targetPort":8080,"nodePort":31080},
+             {"name":"https","port":443,"protocol":"TCP","targetPort":8443,"nodePort":31443}]}}'
 
-log "Kafka source and sink (eventing-kafka-broker $KNATIVE_KAFKA_VERSION)"
-k apply -f "$KAFKA/eventing-kafka-controller.yaml"
-k wait crd --all --for=condition=Established --timeout=120s
-k apply -f "$KAFKA/eventing-kafka-source.yaml"
-k apply -f "$KAFKA/eventing-kafka-sink.yaml"
-wait_deployments knative-eventing
+  log "Knative Eventing $KNATIVE_EVENTING_VERSION"
+  k apply -f "$EVENTING/eventing-crds.yaml"
+  k wait crd --all --for=condition=Established --timeout=120s
+  k apply -f "$EVENTING/eventing-core.yaml"
+  wait_deployments knative-eventing
+  # The feature flags the KafkaSources' delivery blocks need.
+  configure k8s/knative/eventing-*.yaml
 
-# Its own kustomization and namespace (not in skaffold's `k8s`, whose namespace is minimart).
-# Applied first so the collector is there for the functions' first spans
-# (OTEL_EXPORTER_OTLP_ENDPOINT in k8s/config/minimart-config.yaml).
-log "observability: OpenTelemetry collector, Jaeger, Prometheus, Grafana (k8s/observability)"
-k apply -k k8s/observability
+  log "Kafka source and sink (eventing-kafka-broker $KNATIVE_KAFKA_VERSION)"
+  k apply -f "$KAFKA/eventing-kafka-controller.yaml"
+  k wait crd --all --for=condition=Established --timeout=120s
+  k apply -f "$KAFKA/eventing-kafka-source.yaml"
+  k apply -f "$KAFKA/eventing-kafka-sink.yaml"
+  wait_deployments knative-eventing
+}
 
-log "building and deploying minimart (skaffold run -p local-kind)"
-kubectl config use-context "$CONTEXT" >/dev/null
-skaffold run -p local-kind --default-repo=kind.local --kube-context "$CONTEXT"
+install_observability() {
+  # Its own kustomization and namespace (not in skaffold's `k8s`, whose namespace is minimart).
+  # Applied before minimart so the collector is there for the functions' first spans
+  # (OTEL_EXPORTER_OTLP_ENDPOINT in k8s/config/minimart-config.yaml).
+  log "observability: OpenTelemetry collector, Jaeger, Prometheus, Grafana (k8s/observability)"
+  k apply -k k8s/observability
+}
 
-wait_deployments observability
+deploy_minimart() {
+  log "building and deploying minimart (skaffold run -p local-kind)"
+  kubectl config use-context "$CONTEXT" >/dev/null
+  skaffold run -p local-kind --default-repo=kind.local --kube-context "$CONTEXT"
+}
 
-log "minimart is up: http://localhost:8080/orders"
-k get ksvc --namespace minimart
-cat <<'EOF'
+# skaffold's status check watches Deployments, StatefulSets and standalone Pods only: the
+# Knative Services, their Routes and the Kafka resources are waited for here.
+wait_minimart() {
+  log "waiting for the Knative Services, their Routes, the KafkaSink and the KafkaSources"
+  local resource
+  for resource in ksvc route kafkasink kafkasource; do
+    k wait "$resource" --all --namespace minimart --for=condition=Ready --timeout=600s ||
+      die "$resource not Ready: kubectl -n minimart describe $resource (docs/deploy.md, 'When it is not Ready')"
+  done
+}
+
+print_access() {
+  local url host
+  url="$(k get ksvc order --namespace minimart -o 'jsonpath={.status.url}')"
+  host="${url#*://}"
+  log "minimart is up: the order Service is $url, through Kourier on $INGRESS"
+  k get ksvc --namespace minimart
+  cat <<EOF
+
+The order API from this machine (no DNS needed: the Host header names the Service):
+  curl -s -H 'Host: $host' $INGRESS/orders/<orderId>
+  .venv/bin/k6 run -e BASE_URL=$INGRESS -e HOST=$host loadtests/checkout_test.js
 
 Grafana, Jaeger and Prometheus (docs/deploy.md), each in a terminal of its own:
   kubectl -n observability port-forward --address 127.0.0.1 svc/grafana 3000:3000       # http://127.0.0.1:3000
   kubectl -n observability port-forward --address 127.0.0.1 svc/jaeger 16686:16686      # http://127.0.0.1:16686
   kubectl -n observability port-forward --address 127.0.0.1 svc/prometheus 9090:9090    # http://127.0.0.1:9090
 EOF
+}
+
+check_tools
+case "${1:-all}" in
+  all)
+    create_cluster
+    install_knative
+    install_observability
+    deploy_minimart
+    wait_minimart
+    wait_deployments observability
+    ;;
+  deploy)
+    deploy_minimart
+    wait_minimart
+    ;;
+  *) die "usage: kind-up.sh [all|deploy]" ;;
+esac
+print_access

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from minimart.local.client import OrderClient
+from minimart.console.client import OrderClient
 from minimart.settings import Settings
 from tests.stack import bring_up, tear_down
 

@@ -5,8 +5,7 @@ import time
 import flask
 import functions_framework
 
-from minimart.bootstrap import container
-from minimart.entrypoints import install_operational_routes
+from minimart.entrypoints import container_of, install_operational_routes
 from minimart.ingress import HTTP_REQUESTS, HTTP_SECONDS, route
 from minimart.observability import tracing
 
@@ -17,7 +16,7 @@ install_operational_routes(flask.current_app, SERVICE)
 @functions_framework.http
 def handle(request: flask.Request) -> flask.Response:
     started = time.perf_counter()
-    c = container()  # sets tracing up on first use
+    c = container_of(flask.current_app)
     parent = tracing.extract(request.headers)
     with tracing.server_span(
         f"{request.method} order", parent, {"http.request.method": request.method}

@@ -1,5 +1,7 @@
+"""``python -m minimart.local COMMAND``: the same command line as ``minimart``."""
+
 import sys
 
-from minimart.local.cli import main
+from minimart.cli import main
 
 sys.exit(main())

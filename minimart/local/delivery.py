@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httptools
 from prometheus_client import Counter, Histogram
 
-from minimart.local.manifests import KafkaSourceSpec
+from minimart.manifests import KafkaSourceSpec
 
 log = logging.getLogger(__name__)
 

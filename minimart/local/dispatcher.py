@@ -55,10 +55,10 @@ from confluent_kafka import (
 )
 from prometheus_client import Gauge, start_http_server
 
+from minimart.kafka_clients import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
 from minimart.local.delivery import Deliverer, DeliveryResult, KafkaDeadLetterSink, observe
-from minimart.local.kafka_limits import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
-from minimart.local.manifests import KafkaSourceSpec, load_topology
 from minimart.local.traced_delivery import TracedDeadLetterSink, TracedDeliverer
+from minimart.manifests import KafkaSourceSpec, load_topology
 from minimart.observability import tracing
 from minimart.settings import PROJECT_ROOT, Settings
 

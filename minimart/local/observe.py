@@ -1,15 +1,12 @@
-"""Observability of the local stack: Prometheus scraping every process, an order's trace.
+"""Prometheus scraping every process of the local stack.
 
-``python -m minimart.local trace ORDER_ID`` prints the order's span tree from the processes'
-trace files; ``python -m minimart.local prometheus`` (or ``up --with-prometheus``) starts
-Prometheus with a scrape config generated from the stack plan (so non-default ports work);
+``minimart prometheus`` (or ``minimart up --with-prometheus``) starts Prometheus with a scrape
+config generated from the stack plan (so non-default ports work);
 ``observability/prometheus.yml`` is the same config for the default ports.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +15,8 @@ import yaml
 
 from minimart.local.servers.prometheus import Prometheus
 from minimart.local.stack import StackPlan, plan_stack
-from minimart.observability import trace_view
 from minimart.settings import PROJECT_ROOT, Settings
 
-COMMANDS = ("trace", "prometheus")
 COMMITTED_CONFIG = PROJECT_ROOT / "observability" / "prometheus.yml"
 SCRAPE_INTERVAL = "2s"
 _HEADER = """\
@@ -82,40 +77,6 @@ def start_prometheus(settings: Settings, plan: StackPlan | None = None) -> Path:
     if not server.start():  # already running: make it read this config
         requests.post(f"http://127.0.0.1:{server.port}/-/reload", timeout=10).raise_for_status()
     return path
-
-
-def add_commands(sub: Any) -> None:
-    trace = sub.add_parser("trace", help="print an order's trace (span tree across processes)")
-    trace.add_argument("order_id")
-    trace.add_argument(
-        "--wait", type=float, default=2.0, help="seconds to wait for the spans to be written"
-    )
-    sub.add_parser("prometheus", help="start Prometheus scraping every function and dispatcher")
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "trace":
-        return print_order_trace(settings, args.order_id, args.wait)
-    path = start_prometheus(settings)
-    print(f"Prometheus: http://127.0.0.1:{settings.prometheus_port} (config {path})")
-    return 0
-
-
-def print_order_trace(settings: Settings, order_id: str, wait_s: float = 0.0) -> int:
-    deadline = time.monotonic() + wait_s
-    while True:
-        traces = trace_view.load_order_traces(settings.state_dir, order_id)
-        if traces or time.monotonic() >= deadline:
-            break
-        time.sleep(0.2)
-    if not traces:
-        where = trace_view.trace_dir(settings.state_dir)
-        print(f"no spans of order {order_id} in {where}/*.jsonl")
-        return 1
-    for spans in traces.values():
-        print(trace_view.format_trace(spans))
-        print()
-    return 0
 
 
 if __name__ == "__main__":  # regenerate observability/prometheus.yml for the default ports

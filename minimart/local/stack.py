@@ -2,24 +2,34 @@
 
 The plan comes from the manifests (``eventing/``, ``k8s/``) and the ``functions/`` folders:
 which functions exist, which KafkaSource feeds which function, with what delivery settings.
-Nothing about the topology is written here.
+Nothing about the topology is written here. Every process is a program of the state dir's
+supervisord (``servers/supervision.py``), which restarts whatever exits, as a kubelet would.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import requests
 
 from minimart.local import servers
-from minimart.local.manifests import KafkaSourceSpec, Topology, load_topology
 from minimart.local.servers import process
 from minimart.local.servers.base import child_env
+from minimart.local.servers.supervision import (
+    Program,
+    ProgramInfo,
+    Supervisor,
+    retire_unsupervised,
+)
+from minimart.manifests import KafkaSourceSpec, Topology, load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +37,10 @@ log = logging.getLogger(__name__)
 INGRESS = "order"  # the one HTTP function (the public ingress); the others take CloudEvents
 INFRASTRUCTURE = ("postgres", "redis", "mongo", "kafka")
 READY_TIMEOUT_S = 90.0
+# The code a function or dispatcher runs; its hash is in each one's environment.
+CODE_FOLDERS = ("minimart", "functions", "eventing", "k8s")
+CODE_HASH_VARIABLE = "MINIMART_CODE_HASH"
+_STACK_PREFIXES = ("fn-", "dispatch-")
 
 
 @dataclass(frozen=True)
@@ -98,17 +112,57 @@ def _python() -> str:
     return sys.executable
 
 
+def code_hash(root: Path = PROJECT_ROOT) -> str:
+    """A digest of the code a function or dispatcher runs (file names and contents of
+    ``CODE_FOLDERS``): ``up`` restarts a program that runs another tree than the working one."""
+    digest = hashlib.sha256()
+    for folder in CODE_FOLDERS:
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                digest.update(str(path.relative_to(root)).encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def _env(settings: Settings, service: str) -> dict[str, str]:
     return child_env(
         settings,
         {
-            **{k: v for k, v in settings.to_env().items() if v},
-            "MINIMART_SERVICE_NAME": service,
+            **{k: v for k, v in replace(settings, service_name=service).to_env().items() if v},
             "MINIMART_TRACE_FILE": str(settings.state_dir / "traces" / f"{service}.jsonl"),
             "PYTHONPATH": str(PROJECT_ROOT),
             "PYTHONUNBUFFERED": "1",
         },
     )
+
+
+def function_program(fn: FunctionProcess, settings: Settings, code: str) -> Program:
+    argv = (
+        str(Path(_python()).parent / "functions-framework"),
+        "--target=handle",
+        f"--source={fn.source}",
+        f"--signature-type={fn.signature}",
+        "--host=127.0.0.1",
+        f"--port={fn.port}",
+    )
+    env = {**_env(settings, fn.service), CODE_HASH_VARIABLE: code}
+    return Program(fn.process_name, argv, PROJECT_ROOT, env, priority=300)
+
+
+def dispatcher_program(dispatcher: DispatcherProcess, settings: Settings, code: str) -> Program:
+    argv = (
+        _python(),
+        "-m",
+        "minimart.local.dispatcher",
+        f"--source={dispatcher.source.name}",
+        f"--sink-url={dispatcher.sink_url}",
+        f"--metrics-port={dispatcher.metrics_port}",
+    )
+    env = {**_env(settings, dispatcher.process_name), CODE_HASH_VARIABLE: code}
+    # It finishes the delivery in flight (up to the delivery timeout) and commits on SIGTERM.
+    grace = (dispatcher.source.delivery.timeout_s or 30.0) + 10.0
+    return Program(dispatcher.process_name, argv, PROJECT_ROOT, env, stop_wait_s=grace,
+                   priority=400)  # fmt: skip
 
 
 def _healthy(url: str) -> bool:
@@ -118,79 +172,144 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _start_once(name: str, argv: list[str], service: str, settings: Settings) -> bool:
-    """Spawn ``name`` unless it runs (two `up`s at once start it once); True if started."""
-    with process.lock(name, settings):
-        if process.is_running(name, settings):
-            return False
-        process.spawn(name, argv, env=_env(settings, service), cwd=PROJECT_ROOT, settings=settings)
-    return True
-
-
-def start_function(fn: FunctionProcess, settings: Settings) -> bool:
-    """Start one function unless it runs; True if started."""
-    argv = [
-        str(Path(_python()).parent / "functions-framework"),
-        "--target=handle",
-        f"--source={fn.source}",
-        f"--signature-type={fn.signature}",
-        "--host=127.0.0.1",
-        f"--port={fn.port}",
-    ]
-    return _start_once(fn.process_name, argv, fn.service, settings)
-
-
-def wait_function_ready(fn: FunctionProcess, settings: Settings) -> None:
+def _wait(sup: Supervisor, name: str, ready: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not _healthy(fn.url):
-        if not process.is_running(fn.process_name, settings):
-            log_file = process.log_path(fn.process_name, settings)
-            raise RuntimeError(f"function {fn.service} exited; see {log_file}")
+    while not ready():
+        if sup.state(name) == "FATAL":
+            raise RuntimeError(f"{what} keeps exiting at start; see {sup.log_file(name)}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"function {fn.service} not ready at {fn.url}/healthz")
+            raise TimeoutError(f"{what} not ready after {READY_TIMEOUT_S:.0f}s")
         time.sleep(0.1)
 
 
-def start_dispatcher(dispatcher: DispatcherProcess, settings: Settings) -> bool:
-    """Start one dispatcher unless it runs; True if started."""
-    argv = [
-        _python(),
-        "-m",
-        "minimart.local.dispatcher",
-        f"--source={dispatcher.source.name}",
-        f"--sink-url={dispatcher.sink_url}",
-        f"--metrics-port={dispatcher.metrics_port}",
-    ]
-    return _start_once(dispatcher.process_name, argv, dispatcher.process_name, settings)
+def wait_function_ready(fn: FunctionProcess, settings: Settings) -> None:
+    sup = Supervisor(settings)
+    _wait(sup, fn.process_name, lambda: _healthy(fn.url), f"function {fn.service} ({fn.url})")
+
+
+def wait_dispatcher_ready(dispatcher: DispatcherProcess, settings: Settings) -> None:
+    sup = Supervisor(settings)
+    port = dispatcher.metrics_port
+    _wait(sup, dispatcher.process_name, lambda: process.port_open("127.0.0.1", port),
+          f"dispatcher {dispatcher.source.name} (metrics :{port})")  # fmt: skip
+
+
+def _start_layer(sup: Supervisor, names: Iterable[str]) -> list[str]:
+    """Start those of ``names`` that do not run; the names started."""
+    started = [name for name in names if sup.pid(name) is None]
+    for name in started:
+        sup.start(name)
+    return started
+
+
+def _in_parallel(wait: Callable[[Any], None], items: Sequence[Any]) -> None:
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(items))) as pool:
+        list(pool.map(wait, items))
 
 
 def up(settings: Settings, plan: StackPlan | None = None) -> list[str]:
-    """Bring the whole stack up, reusing whatever already runs; the names it started."""
+    """Bring the whole stack up under supervisord, reusing whatever already runs (a function
+    or dispatcher whose code changed is restarted); the names it started."""
     plan = plan or plan_stack(settings)
     started = list(servers.ensure_up(settings, INFRASTRUCTURE))
-    started += [fn.process_name for fn in plan.functions if start_function(fn, settings)]
-    with concurrent.futures.ThreadPoolExecutor(len(plan.functions)) as pool:
-        list(pool.map(lambda fn: wait_function_ready(fn, settings), plan.functions))
-    started += [d.process_name for d in plan.dispatchers if start_dispatcher(d, settings)]
-    for dispatcher in plan.dispatchers:
-        process.wait_for_port("127.0.0.1", dispatcher.metrics_port, READY_TIMEOUT_S)
+    sup = Supervisor(settings)
+    code = code_hash()
+    programs = [function_program(fn, settings, code) for fn in plan.functions]
+    programs += [dispatcher_program(d, settings, code) for d in plan.dispatchers]
+    with sup.lock("stack"):
+        sup.define(programs)
+        planned = {p.name for p in programs}
+        stale = [n for n in sup.infos() if n.startswith(_STACK_PREFIXES) and n not in planned]
+        if stale:
+            sup.forget(stale)
+        started += _start_layer(sup, [fn.process_name for fn in plan.functions])
+        _in_parallel(lambda fn: wait_function_ready(fn, settings), plan.functions)
+        started += _start_layer(sup, [d.process_name for d in plan.dispatchers])
+        _in_parallel(lambda d: wait_dispatcher_ready(d, settings), plan.dispatchers)
     return started
 
 
 def down(settings: Settings, plan: StackPlan | None = None) -> list[str]:
-    """Stop everything the stack runs (dispatchers, functions, servers); the names stopped."""
+    """Stop everything the stack runs (dispatchers, functions, servers, then supervisord
+    itself); the names stopped."""
     plan = plan or plan_stack(settings)
-    names = [d.process_name for d in plan.dispatchers] + [f.process_name for f in plan.functions]
-    stopped = [name for name in names if process.stop_process(name, settings)]
+    sup = Supervisor(settings)
+    if not sup.is_running():
+        retire_unsupervised(settings, sup.url)  # what a dead supervisord left behind
+        return []
+    stopped = sup.stop([d.process_name for d in plan.dispatchers])
+    stopped += sup.stop([f.process_name for f in plan.functions])
+    stopped += sup.stop([n for n, i in sup.infos().items() if n not in servers.ALL and i.active])
     stopped += servers.stop_all(settings)
+    sup.shutdown()
     return stopped
 
 
-def status(settings: Settings, plan: StackPlan | None = None) -> dict[str, bool]:
+def status(settings: Settings, plan: StackPlan | None = None) -> list[ProgramInfo]:
+    """Every program of the stack (planned or defined) as supervisord sees it."""
     plan = plan or plan_stack(settings)
-    state = {name: server.is_up() for name, server in servers.infrastructure(settings).items()}
-    for fn in plan.functions:
-        state[fn.process_name] = process.is_running(fn.process_name, settings)
-    for dispatcher in plan.dispatchers:
-        state[dispatcher.process_name] = process.is_running(dispatcher.process_name, settings)
-    return state
+    infos = Supervisor(settings).infos()
+    names = [*servers.ALL, *(f.process_name for f in plan.functions)]
+    names += [d.process_name for d in plan.dispatchers]
+    names += [n for n in infos if n not in names]
+    return [
+        infos.get(name) or ProgramInfo(name, "STOPPED", None, None, 0, "not started")
+        for name in names
+        if name in infos or name not in ("prometheus",)
+    ]
+
+
+def format_status(rows: Iterable[ProgramInfo]) -> str:
+    """``make status``: one line per program with its state, pid, uptime and restarts."""
+    lines = [f"  {'program':<32} {'state':<9} {'pid':>7}  {'uptime':>8}  restarts"]
+    for row in rows:
+        uptime = "-" if row.uptime_s is None else _clock(row.uptime_s)
+        lines.append(
+            f"  {row.name:<32} {row.state:<9} {row.pid or '-':>7}  {uptime:>8}  {row.restarts}"
+            + ("" if row.state == "RUNNING" or not row.detail else f"  ({row.detail})")
+        )
+    return "\n".join(lines)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def kill(settings: Settings, name: str) -> int | None:
+    """SIGKILL one program of the stack with its process group (a crash); its old pid."""
+    return servers.kill(settings, name)
+
+
+def not_ready(settings: Settings, plan: StackPlan | None = None) -> list[str]:
+    """The programs of the stack that do not answer yet (empty: every one is ready)."""
+    plan = plan or plan_stack(settings)
+    pending = []
+    for name, server in servers.infrastructure(settings).items():
+        if name in INFRASTRUCTURE and not _ready_server(server):
+            pending.append(name)
+    pending += [fn.process_name for fn in plan.functions if not _healthy(fn.url)]
+    sup = Supervisor(settings)
+    for d in plan.dispatchers:
+        if sup.pid(d.process_name) is None or not process.port_open("127.0.0.1", d.metrics_port):
+            pending.append(d.process_name)
+    return pending
+
+
+def _ready_server(server: servers.ManagedServer) -> bool:
+    try:
+        return server.is_up() and server.is_ready()
+    except Exception:  # a restarting server refuses in many ways
+        return False
+
+
+def wait_ready(settings: Settings, timeout: float = READY_TIMEOUT_S) -> None:
+    """Return once every program of the stack answers (after a crash, supervisord brings it
+    back: nothing here starts anything); TimeoutError naming the laggards otherwise."""
+    plan = plan_stack(settings)
+    deadline = time.monotonic() + timeout
+    while pending := not_ready(settings, plan):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(pending)}")
+        time.sleep(0.2)

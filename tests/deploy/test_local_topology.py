@@ -1,18 +1,16 @@
 """The local runner is driven by the same manifests a cluster deploy applies.
 
-The YAML of eventing/ and k8s/ is parsed here on its own, without minimart.local.manifests,
+The YAML of eventing/ and k8s/ is parsed here on its own, without minimart.manifests,
 and compared with what the local runner reads (load_topology) and plans (plan_stack).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from typing import Any
 
-import pytest
-
-from minimart.local.manifests import load_topology
+from minimart.local.stack import plan_stack
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.deploy import kube
 
@@ -92,10 +90,6 @@ def test_local_topology_equals_the_manifests(rendered: list[dict[str, Any]]) -> 
 
 
 def test_local_stack_plan_follows_the_manifests(rendered: list[dict[str, Any]]) -> None:
-    if importlib.util.find_spec("minimart.local.stack") is None:
-        pytest.skip("minimart.local.stack (the local runner's plan) does not exist yet")
-    from minimart.local.stack import plan_stack
-
     topology = load_topology(PROJECT_ROOT)
     plan = plan_stack(Settings.from_env({}), topology)
     functions = {fn.service: fn for fn in plan.functions}

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from minimart.local.client import OrderClient
-from minimart.local.inspect import order_effects
+from minimart.console.client import OrderClient
+from minimart.console.effects import order_effects
 from minimart.settings import Settings
 from tests.stack import eventually, new_sku, stock_of
 

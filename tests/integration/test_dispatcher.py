@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 
 from minimart.local import servers
 from minimart.local.dispatcher import DispatcherStalled, KafkaSourceDispatcher
-from minimart.local.manifests import Delivery, KafkaSourceSpec
+from minimart.manifests import Delivery, KafkaSourceSpec
 from minimart.settings import Settings
 from tests.stack import free_ports, private_settings, private_state_dir
 

@@ -6,7 +6,7 @@ state dir, so it never touches a developer's running stack (``make up``).
 
 from __future__ import annotations
 
-import os
+import stat
 import subprocess
 import sys
 import time
@@ -23,8 +23,11 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pymongo import MongoClient
 
 from minimart.local import servers
-from minimart.local.manifests import load_topology
+from minimart.local.servers.crashloop import CrashLoop
 from minimart.local.servers.postgres import DATABASES
+from minimart.local.servers.process import alive
+from minimart.local.servers.supervision import START_RETRIES, Program, Supervisor
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.stack import free_ports, private_settings, private_state_dir
 
@@ -42,15 +45,14 @@ def _eventually(check: Callable[[], bool], timeout: float = 15.0, what: str = "c
 
 def _live(pids: list[int]) -> list[int]:
     """Those of ``pids`` still running (zombies count as gone)."""
-    live = []
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except FileNotFoundError:
-            continue
-        if stat[stat.rfind(")") + 2] not in "ZX":
-            live.append(pid)
-    return live
+    return [pid for pid in pids if alive(pid)]
+
+
+def _answers(server: servers.ManagedServer) -> bool:
+    try:
+        return server.is_up() and server.is_ready()
+    except Exception:  # a starting server refuses in many ways
+        return False
 
 
 def _uid() -> str:
@@ -122,76 +124,125 @@ def _consume(settings: Settings, topic: str, partition: int, offset: int) -> byt
         consumer.close()
 
 
-# -- the supervision primitive -----------------------------------------------------------
+# -- supervision -------------------------------------------------------------------------
 
 
-def test_spawned_process_outlives_its_parent_and_stops_with_its_group(stack: Stack) -> None:
+def _program(name: str, script: str, **options: object) -> Program:
+    return Program(name, ("sh", "-c", script), Path("/"), {"PATH": "/usr/bin:/bin"},
+                   **options)  # type: ignore[arg-type]  # fmt: skip
+
+
+def _wait_state(sup: Supervisor, name: str, states: set[str], timeout: float = 30.0) -> None:
+    _eventually(lambda: sup.state(name) in states, timeout, f"{name} in {states}")
+
+
+def test_a_program_outlives_the_process_that_started_it_and_stops_with_its_group(
+    stack: Stack,
+) -> None:
     settings = stack.settings
     name = f"sleeper-{_uid()}"
-    # A parent Python process spawns a shell that forks a child, then exits.
+    # A separate Python process defines and starts a shell that forks a child, then exits.
     code = (
         "from pathlib import Path\n"
         "from minimart.settings import Settings\n"
-        "from minimart.local.servers import spawn\n"
-        f"s = Settings.from_env({{'MINIMART_STATE_DIR': {str(settings.state_dir)!r}}})\n"
-        f"spawn({name!r}, ['sh', '-c', 'sleep 300 & echo child-up; wait'],"
-        " env={'PATH': '/usr/bin:/bin'}, cwd=Path('/'), settings=s)\n"
+        "from minimart.local.servers.supervision import Program, Supervisor\n"
+        f"env = {{'MINIMART_STATE_DIR': {str(settings.state_dir)!r}}}\n"
+        "s = Supervisor(Settings.from_env(env))\n"
+        f"s.define([Program({name!r}, ('sh', '-c', 'sleep 300 & echo child-up; wait'),"
+        " Path('/'), {'PATH': '/usr/bin:/bin'})])\n"
+        f"s.start({name!r})\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PROJECT_ROOT, timeout=30)
+    sup = Supervisor(settings)
+    _eventually(lambda: servers.pid_of(settings, name) is not None, what="started")
+    pid = servers.pid_of(settings, name)
+    assert pid is not None
+    _eventually(lambda: len(servers.family_pids(pid)) == 2, what="shell and its child")
+    _eventually(lambda: "child-up" in sup.log_file(name).read_text())
+    family = servers.family_pids(pid)
 
-    pid = servers.read_pid(name, settings)
-    assert pid is not None and servers.is_running(name, settings)
-    _eventually(lambda: len(servers.session_pids(pid)) == 2, what="shell and its child")
-    _eventually(lambda: "child-up" in servers.log_path(name, settings).read_text())
-
-    assert servers.stop_process(name, settings, timeout=5)
-    assert servers.session_pids(pid) == []
-    assert not servers.is_running(name, settings)
-    assert not servers.pid_path(name, settings).exists()
+    assert sup.stop([name]) == [name]
+    assert _live(family) == []
+    assert sup.state(name) == "STOPPED"
+    sup.forget([name])
+    assert sup.state(name) == "UNKNOWN"
 
 
-def test_stop_process_kills_what_ignores_sigterm(stack: Stack) -> None:
-    settings = stack.settings
+def test_stop_kills_what_ignores_sigterm(stack: Stack) -> None:
+    sup = Supervisor(stack.settings)
     name = f"stubborn-{_uid()}"
-    pid = servers.spawn(
-        name,
-        ["sh", "-c", "trap '' TERM; sleep 300 & wait"],
-        env={"PATH": "/usr/bin:/bin"},
-        cwd=Path("/"),
-        settings=settings,
-    )
-    _eventually(lambda: len(servers.session_pids(pid)) == 2)
+    sup.define([_program(name, "trap '' TERM; sleep 300 & wait", stop_wait_s=1)])
+    sup.start(name)
+    _eventually(lambda: len(servers.family_pids(sup.pid(name) or 0)) == 2)
+    family = servers.family_pids(sup.pid(name) or 0)
     began = time.monotonic()
-    assert servers.stop_process(name, settings, timeout=0.5)
-    assert time.monotonic() - began < 5
-    assert servers.session_pids(pid) == []
+    assert sup.stop([name]) == [name]
+    assert time.monotonic() - began < 10
+    assert _live(family) == []
+    sup.forget([name])
 
 
-def test_kill_process_and_double_spawn(stack: Stack) -> None:
-    settings = stack.settings
+def test_a_killed_program_comes_back_by_itself_and_is_counted(stack: Stack) -> None:
+    sup = Supervisor(stack.settings)
     name = f"victim-{_uid()}"
-    argv = ["sleep", "300"]
-    env = {"PATH": "/usr/bin:/bin"}
-    pid = servers.spawn(name, argv, env=env, cwd=Path("/"), settings=settings)
-    with pytest.raises(servers.ProcessError, match="already running"):
-        servers.spawn(name, argv, env=env, cwd=Path("/"), settings=settings)
-    assert servers.kill_process(name, settings)
-    assert servers.session_pids(pid) == []
-    assert not servers.kill_process(name, settings)
-    assert not servers.stop_process(name, settings)
+    sup.define([_program(name, "sleep 300 & wait")])
+    sup.start(name)
+    _eventually(lambda: len(servers.family_pids(sup.pid(name) or 0)) == 2)
+    family = servers.family_pids(sup.pid(name) or 0)
+    old = servers.kill(stack.settings, name)
+
+    assert old == family[0]
+    assert _live(family) == []  # the whole group, the child too
+    _eventually(lambda: sup.pid(name) not in (None, old), what="restarted by supervisord")
+    info = servers.supervised(stack.settings, name)
+    assert info is not None and info.restarts == 1, info
+    sup.stop([name])
+    sup.forget([name])
 
 
-def test_a_recycled_pid_is_not_taken_for_ours(stack: Stack) -> None:
-    settings = stack.settings
-    name = f"stale-{_uid()}"
-    path = servers.pid_path(name, settings)
-    # The pid file was written long ago; the live process with that pid (this one) started
-    # after it: the kernel recycled the pid, the process is not ours.
-    path.write_text(f"{os.getpid()}\n")
-    old = time.time() - 3600 * 24 * 365
-    os.utime(path, (old, old))
-    assert servers.read_pid(name, settings) is None
-    assert not path.exists()
+def test_a_program_that_keeps_crashing_is_retried_after_fatal_with_backoff(stack: Stack) -> None:
+    """supervisord gives up (FATAL) after its quick retries; the listener starts it again."""
+    sup = Supervisor(stack.settings)
+    name = f"crasher-{_uid()}"
+    sup.define([_program(name, "echo crashing; exit 3")])
+    sup.start(name)
+    _wait_state(sup, name, {"FATAL"}, timeout=30)
+    fatal_at = time.monotonic()
+    before = servers.supervised(stack.settings, name)
+    assert before is not None and before.restarts == START_RETRIES, before
+    _eventually(lambda: (servers.supervised(stack.settings, name) or before).restarts
+                > START_RETRIES, timeout=30, what="started again after FATAL")  # fmt: skip
+    waited = time.monotonic() - fatal_at
+    assert CrashLoop().delay(name) - 1 <= waited, waited  # not at once: after the backoff
+    sup.stop([name])
+    sup.forget([name])
+
+
+def test_a_changed_definition_restarts_the_program_and_the_same_one_does_not(
+    stack: Stack,
+) -> None:
+    sup = Supervisor(stack.settings)
+    name = f"versioned-{_uid()}"
+    first = Program(name, ("sleep", "300"), Path("/"), {"PATH": "/usr/bin:/bin", "V": "1"})
+    sup.define([first])
+    sup.start(name)
+    _eventually(lambda: sup.pid(name) is not None)
+    pid = sup.pid(name)
+    assert sup.define([first]) == []
+    assert sup.pid(name) == pid
+    second = Program(name, ("sleep", "300"), Path("/"), {"PATH": "/usr/bin:/bin", "V": "2"})
+    assert sup.define([second]) == [name]
+    assert sup.state(name) == "STOPPED"
+    assert _live([pid or 0]) == []
+    sup.forget([name])
+
+
+def test_supervisord_is_controlled_over_a_private_unix_socket_only(stack: Stack) -> None:
+    sup = Supervisor(stack.settings)
+    pid = sup.daemon_pid()
+    assert pid is not None
+    assert servers.listening_addresses([pid]) == set()
+    assert stat.S_IMODE(sup.socket.stat().st_mode) == 0o700
 
 
 def test_missing_binary_names_the_package() -> None:
@@ -212,9 +263,11 @@ def test_wait_for_port_times_out_on_a_closed_port() -> None:
 
 def test_ensure_up_started_every_server(stack: Stack) -> None:
     assert sorted(stack.started) == sorted(servers.ALL)
-    for server in servers.infrastructure(stack.settings).values():
+    for name, server in servers.infrastructure(stack.settings).items():
         assert server.is_up(), server
         assert server.is_running(), server
+        info = servers.supervised(stack.settings, name)
+        assert info is not None and info.state == "RUNNING", info
     print(f"\nstack started in {stack.seconds:.1f}s")
 
 
@@ -277,15 +330,15 @@ def test_prometheus_is_ready(stack: Stack) -> None:
 
 def test_every_listening_socket_is_on_loopback(stack: Stack) -> None:
     for name, server in servers.infrastructure(stack.settings).items():
-        addresses = servers.process_listening_addresses(name, stack.settings)
+        addresses = servers.process_listening_addresses(stack.settings, name)
         assert (server.host, server.port) in {("127.0.0.1", p) for _, p in addresses}, name
         assert {host for host, _ in addresses} <= LOOPBACK, (name, addresses)
 
 
 def test_second_ensure_up_reuses_running_servers(stack: Stack) -> None:
-    before = {name: servers.read_pid(name, stack.settings) for name in servers.ALL}
+    before = {name: servers.pid_of(stack.settings, name) for name in servers.ALL}
     assert servers.ensure_up(stack.settings, servers.ALL) == []
-    after = {name: servers.read_pid(name, stack.settings) for name in servers.ALL}
+    after = {name: servers.pid_of(stack.settings, name) for name in servers.ALL}
     assert before == after
 
 
@@ -307,19 +360,23 @@ def test_restart_and_crash_keep_data(stack: Stack) -> None:
     topic = "minimart.order.created"
     offset = _produce(settings, topic, 0, key.encode())
 
-    pids = {name: servers.read_pid(name, settings) for name in ("postgres", "redis", "mongo")}
+    pids = {name: servers.pid_of(settings, name) for name in ("postgres", "redis", "mongo")}
     for name in pids:
         servers.restart(settings, name)
-        assert servers.read_pid(name, settings) not in (None, pids[name])
-    # Kafka and Postgres also recover from a crash (SIGKILL): what was acknowledged is kept.
+        assert servers.pid_of(settings, name) not in (None, pids[name])
+    # Kafka and Postgres also recover from a crash (SIGKILL of the process, its group and its
+    # descendants): supervisord restarts them by itself; what was acknowledged is kept.
     for name in ("kafka", "postgres"):
-        pid = servers.read_pid(name, settings)
+        server = servers.infrastructure(settings)[name]
+        pid = servers.pid_of(settings, name)
         assert pid is not None
         family = servers.family_pids(pid)
         assert len(family) > 1 or name == "kafka"  # the postmaster has children
-        assert servers.kill_process(name, settings)
+        assert servers.kill(settings, name) == pid
         assert _live(family) == []
-    assert sorted(servers.ensure_up(settings, servers.ALL)) == ["kafka", "postgres"]
+        _eventually(lambda s=server: _answers(s), timeout=120,  # type: ignore[misc]
+                    what=f"{name} back by itself")  # fmt: skip
+    assert servers.ensure_up(settings, servers.ALL) == []
 
     assert _pg_row(settings, "minimart_orders", table) == [key]
     client = _redis(settings)
@@ -337,14 +394,17 @@ def test_zz_stop_all_leaves_no_process_and_frees_the_ports(stack: Stack) -> None
     infrastructure = servers.infrastructure(settings)
     families = {}
     for name in infrastructure:
-        pid = servers.read_pid(name, settings)
+        pid = servers.pid_of(settings, name)
         assert pid is not None, name
         families[name] = servers.family_pids(pid)
+    sup = Supervisor(settings)
+    daemon = sup.daemon_pid()
+    assert daemon is not None
 
     assert sorted(servers.stop_all(settings)) == sorted(infrastructure)
 
     for name, server in infrastructure.items():
         assert _live(families[name]) == [], name
         assert not server.is_up(), name
-        assert not servers.pid_path(name, settings).exists(), name
+    assert _live([daemon]) == []  # supervisord too
     assert servers.stop_all(settings) == []

@@ -10,8 +10,9 @@ from typing import Any
 
 import requests
 
-from minimart.local import checker, stack
-from minimart.local.client import OrderClient
+from minimart.console import checker
+from minimart.console.client import OrderClient
+from minimart.local import stack
 from minimart.settings import Settings
 
 HOME = {"name": "Ada", "line1": "1 Loop Rd", "city": "Springfield", "postalCode": "12345"}
@@ -82,7 +83,8 @@ def assert_books(
 
 
 def heal(settings: Settings, client: OrderClient, sku: str) -> None:
-    """Bring back whatever is down and prove the stack works: one order to its final state."""
-    stack.up(settings)
+    """Wait until supervisord has brought back whatever died (nothing here starts anything)
+    and prove the stack works: one order to its final state."""
+    stack.wait_ready(settings)
     (order_id,) = place_batch(client, sku, 1)
     client.wait_final(order_id, timeout=90)

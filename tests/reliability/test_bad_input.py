@@ -1,4 +1,5 @@
-"""Bad input at the ingress: a clear 4xx problem+json, and no trace in any store.
+"""Bad input at the ingress: a clear 4xx problem+json, and no trace in any store; bad records
+on the topics: dead-lettered with their reason, and every partition keeps flowing.
 
 Each request uses a customer id and a SKU of its own, so "no trace" is counted for them alone
 (other tests share the stack). Schemathesis then throws generated requests at the live API:
@@ -12,6 +13,9 @@ import random
 import re
 import subprocess
 import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import hypothesis
@@ -19,6 +23,7 @@ import psycopg
 import pytest
 import requests
 import schemathesis
+from kafka import KafkaProducer
 from pymongo import MongoClient
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -28,10 +33,16 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from minimart.local.checker import notifications
+from minimart.catalog import EventType
+from minimart.console import replay
+from minimart.console.books import notifications
+from minimart.console.client import OrderClient
+from minimart.local import stack
+from minimart.local.delivery import WRAPPED_EVENT_TYPE, wrapped_source
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
-from tests.reliability.saga import US
-from tests.stack import new_sku, stock_of
+from tests.reliability.saga import US, assert_books, place_batch, wait_final
+from tests.stack import eventually, new_sku, stock_of
 
 pytestmark = pytest.mark.e2e
 
@@ -68,10 +79,7 @@ def traces(settings: Settings, customer: int, sku: str) -> dict[str, Any]:
         )
     finally:
         mongo.close()
-    notes = sum(
-        1 for entries in notifications(settings).values() for n in entries
-        if n.get("customerId") == str(customer)
-    )  # fmt: skip
+    notes = sum(1 for n in notifications(settings) if n.customer_id == str(customer))
     return {
         "orders": orders, "outbox": outbox, "timeline": timeline, "reservations": reservations,
         "payments": payments, "shipments": shipments, "notifications": notes,
@@ -180,6 +188,185 @@ def test_idempotency_key_reused_for_another_order_is_refused_without_trace(
         assert conflict.json()["type"].endswith("idempotency-key-reused")
     assert traces(running_stack, customer, sku)["orders"] == (1,)
     assert traces(running_stack, customer, sku)["outbox"] == (1,)
+
+
+# -- poison on the topics ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Poison:
+    """A bad record produced onto one partition, and what its dead letters must say."""
+
+    kind: str
+    topic: str
+    partition: int
+    offset: int
+    event_id: str  # the dead letter's id (the dispatcher's for a record that is no CloudEvent)
+    event_type: str
+    reason: str  # a part of the reason the function gives (knativeerrordata)
+
+
+def _ce_headers(event_id: str, event_type: str) -> list[tuple[str, bytes]]:
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event_id.encode()),
+        ("ce_source", b"/tests/poison"),
+        ("ce_type", event_type.encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
+def poison_partition(producer: KafkaProducer, topic: str, partition: int) -> list[Poison]:
+    """Each kind of poison onto ``topic``/``partition``: malformed JSON and schema-invalid
+    data of the topic's own type, an unknown type, and a record that is no CloudEvent."""
+    own = next(t for t in EventType if t.topic == topic)
+    kinds: list[tuple[str, str | None, bytes, str]] = [
+        ("malformed", own.value, b"{not json", f"{own.short}: data must be a JSON object"),
+        ("schema", own.value, json.dumps({"orderId": 12}).encode(), f"{own.short}: "),
+        ("type", "com.minimart.bogus", b"{}", "unknown event type 'com.minimart.bogus'"),
+        ("raw", None, b"\x00 not a CloudEvent", f"unknown event type '{WRAPPED_EVENT_TYPE}'"),
+    ]
+    sent = []
+    for kind, event_type, value, reason in kinds:
+        event_id = f"poison-{kind}-{uuid.uuid4()}"
+        headers = [] if event_type is None else _ce_headers(event_id, event_type)
+        future = producer.send(topic, value=value, key=event_id.encode(), headers=headers,
+                               partition=partition)  # fmt: skip
+        sent.append((kind, event_id, event_type, reason, future))
+    poisons = []
+    for kind, event_id, event_type, reason, future in sent:
+        meta = future.get(timeout=15)
+        assert meta.partition == partition
+        poisons.append(Poison(
+            kind, topic, partition, meta.offset,
+            event_id if event_type else f"partition:{partition}/offset:{meta.offset}",
+            event_type or WRAPPED_EVENT_TYPE, reason,
+        ))  # fmt: skip
+    return poisons
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A saga path of the follow-up orders: how to place one, how it must end, which
+    topics it passes."""
+
+    name: str
+    place: Callable[[int], list[str]]
+    status: str
+    reason: str
+    topics: frozenset[str]
+
+
+def _topics(*types: EventType) -> frozenset[str]:
+    return frozenset(t.topic for t in types)
+
+
+def follow_ups(running_stack: Settings, client: OrderClient) -> tuple[list[FollowUp], list[str]]:
+    """The four saga paths, and the SKUs they order."""
+    sku, none_left = new_sku(running_stack, stock=10_000), new_sku(running_stack, stock=0)
+    undeliverable = {**US, "postalCode": "00000"}
+    common = (EventType.ORDER_CREATED, EventType.ORDER_CANCELLED, EventType.NOTIFICATION_SENT)
+    return [
+        FollowUp("confirmed", lambda n: place_batch(client, sku, n), "CONFIRMED", "",
+                 _topics(EventType.ORDER_CREATED, EventType.INVENTORY_RESERVED,
+                         EventType.PAYMENT_CAPTURED, EventType.SHIPPING_PREPARED,
+                         EventType.ORDER_CONFIRMED, EventType.NOTIFICATION_SENT)),
+        FollowUp("out of stock", lambda n: place_batch(client, none_left, n), "CANCELLED",
+                 "insufficient_stock", _topics(*common, EventType.INVENTORY_REJECTED)),
+        FollowUp("declined", lambda n: place_batch(client, sku, n, customer=402), "CANCELLED",
+                 "payment_declined", _topics(*common, EventType.INVENTORY_RESERVED,
+                                             EventType.PAYMENT_DECLINED,
+                                             EventType.INVENTORY_RELEASED)),
+        FollowUp("shipping failed", lambda n: place_batch(client, sku, n, address=undeliverable),
+                 "CANCELLED", "shipping_failed",
+                 _topics(*common, EventType.INVENTORY_RESERVED, EventType.PAYMENT_CAPTURED,
+                         EventType.SHIPPING_FAILED, EventType.PAYMENT_REFUNDED,
+                         EventType.INVENTORY_RELEASED)),
+    ], [sku, none_left]  # fmt: skip
+
+
+def test_poison_on_every_partition_is_dead_lettered_and_every_partition_keeps_flowing(
+    running_stack: Settings, client: OrderClient
+) -> None:
+    """Every partition of every topic a KafkaSource reads (the partition counts of
+    eventing/topics.yaml, through the manifest reader) gets each kind of poison; then orders
+    of every saga path are placed until each poisoned partition has carried a record of one
+    of them after its poison. Each poison is dead-lettered once per source reading its
+    topic, with 400, the function's reason and a way back to its original topic."""
+    topology = load_topology(PROJECT_ROOT)
+    plan = stack.plan_stack(running_stack, topology)
+    readers: dict[str, list[str]] = defaultdict(list)  # topic -> the sources that read it
+    for source in topology.sources:
+        for topic in source.topics:
+            readers[topic].append(source.name)
+    sinks = {d.source.name: d.sink_url for d in plan.dispatchers}
+    producer = KafkaProducer(bootstrap_servers=running_stack.kafka_bootstrap, acks="all")
+    try:
+        poisons = [p for topic in sorted(readers) for partition in range(topology.topics[topic])
+                   for p in poison_partition(producer, topic, partition)]  # fmt: skip
+    finally:
+        producer.close(timeout=5)
+    poisoned = {(p.topic, p.partition): p.offset for p in poisons}  # the last poison's offset
+    assert len(poisoned) == sum(topology.topics[t] for t in readers)
+
+    # Follow-up orders, until each poisoned partition carried one of theirs after the poison.
+    paths, skus = follow_ups(running_stack, client)
+    placed: dict[str, FollowUp] = {}
+    uncovered = set(poisoned)
+    for _ in range(6):
+        for path in paths:
+            if any(topic in path.topics for topic, _ in uncovered):
+                placed.update(dict.fromkeys(path.place(8 if path.status == "CONFIRMED" else 3),
+                                            path))  # fmt: skip
+        finals = wait_final(client, placed, timeout=120)
+        for order in finals:
+            path = placed[order["orderId"]]
+            assert order["status"] == path.status, (path.name, order)
+            assert (order["reason"] or "").startswith(path.reason), (path.name, order)
+        records = replay.read_topics(running_stack, sorted(readers))
+        wanted = {oid.encode() for oid in placed}
+        uncovered -= {(r.topic, r.partition) for r in records
+                      if r.key in wanted and r.offset > poisoned[(r.topic, r.partition)]
+                      }  # fmt: skip
+        if not uncovered:
+            break
+    assert not uncovered, (
+        f"no follow-up order passed {sorted(uncovered)} after its poison; placed "
+        f"{Counter(path.name for path in placed.values())}"
+    )
+
+    # Every poison dead-lettered by every source that reads its topic, and nothing else. A
+    # record that is no CloudEvent is named by its partition and offset (on any topic): its
+    # wrapped source names the KafkaSource and the topic.
+    expected = {
+        (p.event_id, sinks[source],
+         wrapped_source(source, p.topic) if p.kind == "raw" else "/tests/poison"): p
+        for p in poisons for source in readers[p.topic]
+    }  # fmt: skip
+    ids = {p.event_id for p in poisons}
+    named = {p.event_id for p in poisons if p.kind != "raw"}  # ids of their own (uuids)
+
+    def key(letter: replay.DeadLetter) -> tuple[str, str, str]:
+        return letter.event_id, letter.destination, letter.record.header("ce_source") or ""
+
+    def letters() -> list[replay.DeadLetter] | None:
+        found = [d for d in replay.read_dead_letters(running_stack)
+                 if d.event_id in named or key(d) in expected]  # fmt: skip
+        return found if {key(d) for d in found} >= set(expected) else None
+
+    found = eventually(letters, timeout=60, what="every poison dead-lettered")
+    assert Counter(key(d) for d in found) == Counter(set(expected))  # each once, nothing else
+    dead = {key(d): d for d in found}
+    for key, letter in dead.items():
+        poison = expected[key]
+        assert letter.code == "400", letter
+        assert poison.reason in letter.detail, (poison, letter.data)
+        assert letter.event_type == poison.event_type, letter
+        if poison.kind in ("raw", "type"):
+            assert letter.original_topic is None  # not re-drivable: no topic carries its type
+        else:
+            assert letter.original_topic == poison.topic, letter
+    assert_books(running_stack, list(placed), skus, expected_dead_letters=ids, timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,17 @@ scoped to them and other tests sharing the stack do not interfere.
 from __future__ import annotations
 
 import concurrent.futures
-import json
-import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 import psycopg
 import pytest
-from kafka import KafkaProducer
 
 from minimart.bootstrap import Container
-from minimart.catalog import EventType
+from minimart.console.client import OrderClient
 from minimart.handlers.orders import place_order
-from minimart.local import replay, servers, stack
-from minimart.local.client import OrderClient
+from minimart.local import servers, stack
 from minimart.settings import Settings
 from tests.reliability.saga import US, assert_books, heal, place_batch, wait_final
 from tests.stack import eventually, new_sku, stock_of
@@ -57,104 +52,24 @@ def run_with_fault(
 # -- quick: in the default CI run -------------------------------------------------------
 
 
-def test_function_killed_mid_flight_then_restarted(running_stack: Settings, client: OrderClient
-                                                   ) -> None:  # fmt: skip
-    plan = stack.plan_stack(running_stack)
+def crash(settings: Settings, name: str) -> Callable[[], None]:
+    """A fault: SIGKILL program ``name`` with its process group and descendants, and nothing
+    else: supervisord brings it back by itself (heal() only waits for it to answer)."""
 
-    def crash_payment() -> None:
-        servers.kill_process(plan.function("payment").process_name, running_stack)
-        time.sleep(1.0)  # deliveries to it fail and are retried meanwhile
-        stack.up(running_stack)
+    def fault() -> None:
+        assert stack.kill(settings, name) is not None, f"{name} is not running"
 
-    run_with_fault(running_stack, client, crash_payment, count=20)
+    return fault
 
 
-def test_duplicate_storm_three_times_and_out_of_order(running_stack: Settings,
-                                                      client: OrderClient) -> None:  # fmt: skip
-    sku = new_sku(running_stack, stock=10_000)
-    declined = place_batch(client, sku, 2, customer=402)  # compensations are replayed too
-    order_ids = place_batch(client, sku, 8) + declined
-    rng = random.Random(7)
-    # Mid-flight: whatever the topics hold so far, three more times, shuffled.
-    early = replay.record(running_stack, order_ids=order_ids)
-    storm = early * 3
-    rng.shuffle(storm)
-    replay.replay_to_kafka(running_stack, storm)
-    wait_final(client, order_ids)
-    # Then the whole run, three more times, shuffled across topics and orders.
-    everything = replay.record(running_stack, order_ids=order_ids)
-    storm = everything * 3
-    rng.shuffle(storm)
-    replay.replay_to_kafka(running_stack, storm)
-    replay.wait_drained(running_stack, timeout=120)
-    report = assert_books(running_stack, order_ids, [sku])
-    assert report.final == {"CONFIRMED": 8, "CANCELLED": 2}
-    assert len(everything) >= 10 * 6
-
-
-def _produce(settings: Settings, topic: str, partition: int, headers: list[tuple[str, bytes]],
-             value: bytes, key: bytes) -> tuple[int, int]:  # fmt: skip
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    try:
-        meta = producer.send(topic, value=value, key=key, headers=headers, partition=partition
-                             ).get(timeout=15)  # fmt: skip
-        return meta.partition, meta.offset
-    finally:
-        producer.close(timeout=5)
-
-
-def _ce_headers(event_id: str, event_type: str) -> list[tuple[str, bytes]]:
-    return [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", event_id.encode()),
-        ("ce_source", b"/tests/poison"),
-        ("ce_type", event_type.encode()),
-        ("content-type", b"application/json"),
-    ]
-
-
-def test_poison_events_are_dead_lettered_and_the_partition_keeps_flowing(
-    running_stack: Settings, client: OrderClient
-) -> None:
-    topic = EventType.ORDER_CREATED.topic  # inventory's first topic
-    created = EventType.ORDER_CREATED.value
-    expected: dict[str, str] = {}  # dead letter id -> what its reason must say
-    for partition in range(4):  # every partition gets each kind of poison
-        malformed = f"poison-malformed-{uuid.uuid4()}"
-        _produce(running_stack, topic, partition, _ce_headers(malformed, created),
-                 b"{not json", malformed.encode())  # fmt: skip
-        expected[malformed] = "must be a JSON object"
-        schema = f"poison-schema-{uuid.uuid4()}"
-        _produce(running_stack, topic, partition, _ce_headers(schema, created),
-                 json.dumps({"orderId": str(uuid.uuid4()), "items": "many"}).encode(),
-                 schema.encode())  # fmt: skip
-        expected[schema] = "order.created:"
-        unknown = f"poison-type-{uuid.uuid4()}"
-        _produce(running_stack, topic, partition, _ce_headers(unknown, "com.minimart.bogus"),
-                 b"{}", unknown.encode())  # fmt: skip
-        expected[unknown] = "unknown event type"
-        key = f"poison-raw-{uuid.uuid4()}"
-        p, offset = _produce(running_stack, topic, partition, [], b"\x00 not a CloudEvent",
-                             key.encode())  # fmt: skip
-        expected[f"partition:{p}/offset:{offset}"] = "unknown event type 'dev.knative.kafka.event'"
-    # Orders after the poison, on every partition, still go through.
-    sku = new_sku(running_stack, stock=100)
-    order_ids = place_batch(client, sku, 12)
-    finals = wait_final(client, order_ids, timeout=60)
-    assert {o["status"] for o in finals} == {"CONFIRMED"}
-
-    def letters() -> dict[str, replay.DeadLetter] | None:
-        found = {d.event_id: d for d in replay.read_dead_letters(running_stack)}
-        mine = {i: found[i] for i in expected if i in found}
-        return mine if len(mine) == len(expected) else None
-
-    dead = eventually(letters, timeout=30, what="every poison dead-lettered")
-    for event_id, letter in dead.items():
-        assert letter.code == "400", letter
-        assert letter.destination.startswith("http://127.0.0.1:"), letter
-        assert expected[event_id] in letter.detail, (event_id, letter.data)
-        assert letter.original_topic is None or letter.original_topic == topic
-    assert_books(running_stack, order_ids, [sku], expected_dead_letters=set(expected))
+def test_function_killed_mid_flight_heals_by_itself(running_stack: Settings, client: OrderClient
+                                                    ) -> None:  # fmt: skip
+    name = stack.plan_stack(running_stack).function("payment").process_name
+    before = servers.supervised(running_stack, name)
+    assert before is not None
+    run_with_fault(running_stack, client, crash(running_stack, name), count=20)
+    after = servers.supervised(running_stack, name)
+    assert after is not None and after.restarts == before.restarts + 1, (before, after)
 
 
 def test_committed_but_unpublished_order_is_published_by_the_relay(
@@ -201,14 +116,8 @@ def test_server_restarted_mid_flight(running_stack: Settings, client: OrderClien
 @pytest.mark.parametrize("service", ["inventory", "order-status", "notification", "shipping"])
 def test_other_functions_killed_mid_flight(running_stack: Settings, client: OrderClient,
                                            service: str) -> None:  # fmt: skip
-    plan = stack.plan_stack(running_stack)
-
-    def crash() -> None:
-        servers.kill_process(plan.function(service).process_name, running_stack)
-        time.sleep(1.0)
-        stack.up(running_stack)
-
-    run_with_fault(running_stack, client, crash, count=20)
+    name = stack.plan_stack(running_stack).function(service).process_name
+    run_with_fault(running_stack, client, crash(running_stack, name), count=20)
 
 
 @pytest.mark.slow
@@ -223,8 +132,8 @@ def test_dispatcher_killed_after_delivery_before_commit(
 
     def crash_repeatedly() -> None:
         for _ in range(2):
-            servers.kill_process(name, running_stack)
-            stack.up(running_stack)
+            crash(running_stack, name)()
+            stack.wait_ready(running_stack)  # supervisord restarted it
             if stop.wait(1.0):
                 return
 

@@ -1,11 +1,8 @@
 """The functions in-process (functions-framework test clients), wired to fakes: no servers.
 
-The process container is a real ``Container`` whose adapters are replaced by fakes (its
-clients are ``cached_property``s, so setting the attribute is enough). The shipping and
-notification steps take their store from the container, so they run through the real
-wiring. The inventory, payment and order-status steps build their Postgres unit of work
-inside ``bootstrap``; for those the test swaps the step in ``STEPS`` for one that runs the
-same handler on a fake unit of work.
+Each app gets a real ``Container`` built by ``bootstrap`` with every collaborator a fake
+(``use_container``): the publisher, the order intake, the stores and the units of work. The
+steps then run through the real wiring; nothing is patched.
 """
 
 from __future__ import annotations
@@ -13,7 +10,8 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -24,13 +22,11 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from flask.testing import FlaskClient
 
-from minimart import bootstrap
-from minimart.bootstrap import STEPS, Container, Step
+from minimart.bootstrap import Container, bootstrap
 from minimart.catalog import Event, EventType, build, derived_event_id
 from minimart.domain.orders import OrderStatus
 from minimart.domain.rules import label_id, payment_id
-from minimart.handlers import inventory, order_status, payment
-from minimart.handlers.payment import PaymentPolicy
+from minimart.entrypoints import use_container
 from minimart.handlers.ports import OrderRecord
 from minimart.ingress import MAX_BODY_BYTES
 from minimart.settings import PROJECT_ROOT, Settings
@@ -68,28 +64,46 @@ def client(apps: dict[str, flask.Flask]) -> Callable[[str], FlaskClient]:
     return lambda name: apps[name].test_client()
 
 
+@dataclass
+class Fakes:
+    """The collaborators a test's container is built with."""
+
+    publisher: FakePublisher = field(default_factory=FakePublisher)
+    intake: FakeIntake = field(default_factory=FakeIntake)
+    inventory: FakeInventory = field(default_factory=FakeInventory)
+    payments: FakePayments = field(default_factory=FakePayments)
+    orders: FakeOrders = field(default_factory=FakeOrders)
+    shipments: FakeShipments = field(default_factory=FakeShipments)
+    notifications: FakeNotifications = field(default_factory=FakeNotifications)
+
+
 @pytest.fixture
-def container(monkeypatch: pytest.MonkeyPatch) -> Iterator[Container]:
-    """The process container, with every adapter a fake; nothing connects."""
-    c = Container(Settings())
-    c.publisher = FakePublisher()  # type: ignore[assignment]
-    c.intake = FakeIntake()  # type: ignore[assignment]
-    c.shipments = FakeShipments()  # type: ignore[assignment]
-    c.notifications = FakeNotifications()  # type: ignore[assignment]
-    monkeypatch.setattr(bootstrap, "_container", c)
-    yield c
+def fakes() -> Fakes:
+    return Fakes()
+
+
+@pytest.fixture
+def container(apps: dict[str, flask.Flask], fakes: Fakes) -> Container:
+    """A container of fakes, serving every app; nothing connects."""
+    c = bootstrap(
+        Settings(),
+        tracing=False,
+        publisher=fakes.publisher,
+        intake=fakes.intake,
+        inventory_uow=lambda: fakes.inventory,
+        payments_uow=lambda: fakes.payments,
+        orders_uow=lambda: fakes.orders,  # read per event: a test may replace it
+        shipments=fakes.shipments,
+        notifications=fakes.notifications,
+    )
+    for app in apps.values():
+        use_container(app, c)
+    return c
 
 
 def publisher(c: Container) -> FakePublisher:
     assert isinstance(c.publisher, FakePublisher)
     return c.publisher
-
-
-def use_fake_unit_of_work(
-    monkeypatch: pytest.MonkeyPatch, service: str, run: Callable[[Event], list[Event]]
-) -> None:
-    step = STEPS[service]
-    monkeypatch.setitem(STEPS, service, Step(service, step.accepts, lambda e, c: run(e)))  # type: ignore[index]
 
 
 # -- events --------------------------------------------------------------------------------
@@ -291,12 +305,8 @@ def test_notification_enqueues_and_publishes(
 
 
 def test_inventory_reserves_and_publishes(
-    client: Callable[[str], FlaskClient], container: Container, monkeypatch: pytest.MonkeyPatch
+    client: Callable[[str], FlaskClient], container: Container, fakes: Fakes
 ) -> None:
-    warehouse = FakeInventory()
-    use_fake_unit_of_work(
-        monkeypatch, "inventory", lambda e: inventory.HANDLERS[e.type](e, warehouse)
-    )
     created = create_event(EventType.ORDER_CREATED, order_facts(new_id()))
 
     response = post(client("inventory"), created)
@@ -305,31 +315,27 @@ def test_inventory_reserves_and_publishes(
     assert [(s, e.type) for s, e in publisher(container).published] == [
         ("inventory", EventType.INVENTORY_RESERVED)
     ]
-    assert warehouse.committed.reserved["SKU-1001"] == 1
+    assert fakes.inventory.committed.reserved["SKU-1001"] == 1
 
 
 def test_payment_captures_and_publishes(
-    client: Callable[[str], FlaskClient], container: Container, monkeypatch: pytest.MonkeyPatch
+    client: Callable[[str], FlaskClient], container: Container, fakes: Fakes
 ) -> None:
-    payments = FakePayments()
-    policy = PaymentPolicy(100_000, 0.0)
-    use_fake_unit_of_work(
-        monkeypatch, "payment", lambda e: payment.HANDLERS[e.type](e, payments, policy)
-    )
     reserved = create_event(EventType.INVENTORY_RESERVED, order_facts(new_id()))
 
     response = post(client("payment"), reserved)
 
     assert response.status_code == 200
     assert [e.type for e in publisher(container).events] == [EventType.PAYMENT_CAPTURED]
+    [captured] = fakes.payments.committed.payments.values()
+    assert captured.amount_cents == 4_999
 
 
 def test_order_status_confirms_and_publishes(
-    client: Callable[[str], FlaskClient], container: Container, monkeypatch: pytest.MonkeyPatch
+    client: Callable[[str], FlaskClient], container: Container, fakes: Fakes
 ) -> None:
     order_id = new_id()
-    orders = FakeOrders(OrderRecord(order_id, 7, OrderStatus.PAID, 4_999))
-    use_fake_unit_of_work(monkeypatch, "order-status", lambda e: order_status.track(e, orders))
+    fakes.orders = FakeOrders(OrderRecord(order_id, 7, OrderStatus.PAID, 4_999))
     prepared = create_event(
         EventType.SHIPPING_PREPARED, {"orderId": order_id, "labelId": label_id(order_id)}
     )
@@ -341,10 +347,8 @@ def test_order_status_confirms_and_publishes(
 
 
 def test_an_event_of_an_unknown_order_is_a_server_error(
-    client: Callable[[str], FlaskClient], container: Container, monkeypatch: pytest.MonkeyPatch
+    client: Callable[[str], FlaskClient], container: Container
 ) -> None:
-    orders = FakeOrders()
-    use_fake_unit_of_work(monkeypatch, "order-status", lambda e: order_status.track(e, orders))
     order_id = new_id()
     prepared = create_event(EventType.SHIPPING_PREPARED, {"orderId": order_id, "labelId": "L"})
 
@@ -382,7 +386,9 @@ def test_apps_of_several_functions_coexist_in_one_process(
     apps: dict[str, flask.Flask], container: Container
 ) -> None:
     # Building another app re-executes a module named "main"; the earlier apps keep theirs.
-    late = create_app("inventory", "cloudevent").test_client()
+    late_app = create_app("inventory", "cloudevent")
+    use_container(late_app, container)
+    late = late_app.test_client()
     order_id = new_id()
     captured = create_event(
         EventType.PAYMENT_CAPTURED, {**order_facts(order_id), "paymentId": payment_id(order_id)}
@@ -446,7 +452,7 @@ def test_post_orders_accepts_and_publishes(api: FlaskClient, container: Containe
         body["orderId"],
     )
     assert intake(container).published == set()  # marked by the relay, in batches
-    assert container.mark_published() == 1
+    assert container.relay.mark_published() == 1
     assert intake(container).published == {created.id}
 
 
@@ -461,9 +467,9 @@ def test_post_orders_still_accepts_when_publishing_fails(
     assert intake(container).published == set()
 
     publisher(container).fail = False
-    assert container.relay_once(older_than_s=0) == 1
+    assert container.relay.relay_once(older_than_s=0) == 1
     assert [e.order_id for e in publisher(container).events] == [response.get_json()["orderId"]]
-    assert container.relay_once(older_than_s=0) == 0
+    assert container.relay.relay_once(older_than_s=0) == 0
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
@@ -581,6 +587,43 @@ def test_other_routes_are_problems(
     api: FlaskClient, method: str, path: str, status: int, kind: str
 ) -> None:
     assert_problem(api.open(path, method=method), status, kind)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/orders", {"POST"}),
+        ("PUT", "/orders", {"POST"}),
+        ("DELETE", f"/orders/{uuid.uuid4()}", {"GET", "HEAD"}),
+        ("POST", f"/orders/{uuid.uuid4()}", {"GET", "HEAD"}),
+    ],
+)
+def test_a_405_says_which_methods_are_allowed(
+    api: FlaskClient, method: str, path: str, allowed: set[str]
+) -> None:
+    response = api.open(path, method=method)
+
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("name", SAGA_FUNCTIONS)
+def test_a_405_of_the_framework_says_which_methods_are_allowed(
+    client: Callable[[str], FlaskClient], name: str
+) -> None:
+    response = client(name).get("/")  # CloudEvents are POSTed
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_head_of_an_order_answers_as_get_without_a_body(api: FlaskClient) -> None:
+    response = api.head(f"/orders/{uuid.uuid4()}")
+
+    assert response.status_code == 404
+    assert response.data == b""
 
 
 @pytest.mark.parametrize("path", ["/orders/a%0Ab", "/orders/x/y", "/robots.txt"])

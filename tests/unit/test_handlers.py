@@ -338,7 +338,8 @@ def test_refund_gives_a_captured_amount_back(payments: FakePayments) -> None:
         "amountCents": reserved.data["totalCents"],
     }
     stored = payments.committed.payments[reserved.order_id]
-    assert (stored.status, stored.reason) == ("REFUNDED", "shipping_failed: 00000")
+    assert (stored.status, stored.reason) == ("REFUNDED", "")  # the capture's reason stays
+    assert payments.committed.refund_reasons[reserved.order_id] == "shipping_failed: 00000"
 
 
 def test_refund_twice_is_a_no_op(payments: FakePayments) -> None:

@@ -1,9 +1,9 @@
 """The embedded local stack: real servers on 127.0.0.1, no containers.
 
 ``ensure_up(settings)`` starts PostgreSQL, Redis, secantusdb (Mongo wire protocol) and a
-KRaft Kafka broker (and Prometheus when asked), each as a detached process supervised through
-pid files under ``<state_dir>/run`` with logs under ``<state_dir>/logs``. Nothing here does
-I/O at import time.
+KRaft Kafka broker (and Prometheus when asked), each a program of the state dir's supervisord
+(``supervision.py``: restarted whenever it exits) with its log under ``<state_dir>/logs``.
+Nothing here does I/O at import time.
 """
 
 from __future__ import annotations
@@ -20,22 +20,14 @@ from minimart.local.servers.postgres import Postgres
 from minimart.local.servers.process import (
     ProcessError,
     family_pids,
-    is_running,
-    kill_process,
     listening_addresses,
-    log_path,
-    pid_path,
     port_open,
-    process_listening_addresses,
-    read_pid,
-    session_pids,
-    spawn,
-    stop_process,
     wait_for_port,
     wait_for_port_closed,
 )
 from minimart.local.servers.prometheus import Prometheus
 from minimart.local.servers.redis_server import Redis
+from minimart.local.servers.supervision import ProgramInfo, Supervisor
 from minimart.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,20 +93,48 @@ def ensure_up(settings: Settings, names: Iterable[str] = DEFAULT) -> list[str]:
 
 
 def stop_all(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
-    """Stop the named servers (all by default) concurrently; returns those that were running."""
+    """Stop the named servers (all by default) together; returns those that were running.
+    With no names, supervisord stops too once nothing else of it runs."""
     servers = _select(settings, names)
-    with ThreadPoolExecutor(max_workers=len(servers) or 1, thread_name_prefix="stop") as pool:
-        results = list(pool.map(lambda server: (server.name, server.stop()), servers))
-    return [name for name, stopped in results if stopped]
+    sup = Supervisor(settings)
+    if not sup.is_running():
+        return []
+    stopped = sup.stop([server.name for server in servers])
+    for server in servers:
+        if server.name in stopped:
+            wait_for_port_closed(server.host, server.port, 5.0)
+    if names is None and not any(info.active for info in sup.infos().values()):
+        sup.shutdown()
+    return stopped
 
 
 def restart(settings: Settings, name: str) -> None:
     """Stop then start one server, keeping its data (for fault-injection tests)."""
     (server,) = _select(settings, [name])
     server.stop()
-    if server.is_up():
-        raise ServerError(f"{name}: port {server.port} is held by a process we did not start")
     server.start()
+
+
+def supervised(settings: Settings, name: str) -> ProgramInfo | None:
+    """What supervisord says of program ``name`` (None: not defined or no supervisord)."""
+    return Supervisor(settings).infos().get(name)
+
+
+def pid_of(settings: Settings, name: str) -> int | None:
+    """The pid of program ``name`` while it runs."""
+    return Supervisor(settings).pid(name)
+
+
+def kill(settings: Settings, name: str, *, family: bool = True) -> int | None:
+    """SIGKILL program ``name`` with its process group (and, with ``family``, every
+    descendant): a crash, which supervisord heals by itself. Its old pid (None: not running)."""
+    return Supervisor(settings).kill(name, family=family)
+
+
+def process_listening_addresses(settings: Settings, name: str) -> set[tuple[str, int]]:
+    """Where program ``name`` and its descendants listen (empty when not running)."""
+    pid = pid_of(settings, name)
+    return set() if pid is None else listening_addresses(family_pids(pid))
 
 
 __all__ = [
@@ -126,25 +146,22 @@ __all__ = [
     "Mongo",
     "Postgres",
     "ProcessError",
+    "ProgramInfo",
     "Prometheus",
     "Redis",
     "ServerError",
+    "Supervisor",
     "ensure_up",
     "family_pids",
     "infrastructure",
-    "is_running",
-    "kill_process",
+    "kill",
     "listening_addresses",
-    "log_path",
-    "pid_path",
+    "pid_of",
     "port_open",
     "process_listening_addresses",
-    "read_pid",
     "restart",
-    "session_pids",
-    "spawn",
     "stop_all",
-    "stop_process",
+    "supervised",
     "wait_for_port",
     "wait_for_port_closed",
 ]

@@ -32,9 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, server in servers.infrastructure(settings).items():
             if args.names and name not in args.names:
                 continue
-            pid = servers.read_pid(name, settings)
+            info = servers.supervised(settings, name)
             state = "up" if server.is_up() else "down"
-            print(f"{name:<11} {state:<5} {server.host}:{server.port:<6} pid={pid or '-'}")
+            where = f"{server.host}:{server.port:<6}"
+            if info is None:
+                print(f"{name:<11} {state:<5} {where} not supervised")
+            else:
+                print(f"{name:<11} {state:<5} {where} {info.state} pid={info.pid or '-'}"
+                      f" restarts={info.restarts}")  # fmt: skip
     return 0
 
 

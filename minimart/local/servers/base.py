@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from minimart.local.servers import process
+from minimart.local.servers.supervision import Program, Supervisor
 from minimart.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,33 @@ def child_env(settings: Settings, extra: Mapping[str, str] | None = None) -> dic
     return env
 
 
+def supervisor(settings: Settings) -> Supervisor:
+    """The supervisord of ``settings``' state dir (a handle: nothing is started)."""
+    return Supervisor(settings)
+
+
+@dataclass(frozen=True)
+class Account:
+    """subprocess's ``user``/``group``/``extra_groups`` to run a setup tool as another account."""
+
+    user: int | None = None
+    group: int | None = None
+    extra_groups: list[int] | None = None
+
+
+def account(user: str | None) -> Account:
+    """How to run a tool as ``user``: a uid/gid switch as root, nothing when we already are
+    that user (or when ``user`` is None); ServerError otherwise."""
+    if user is None:
+        return Account()
+    entry = pwd.getpwnam(user)
+    if os.geteuid() == 0:
+        return Account(entry.pw_uid, entry.pw_gid, [])
+    if os.geteuid() == entry.pw_uid:
+        return Account()
+    raise ServerError(f"cannot run as {user!r}: not root")
+
+
 def poll(check: Callable[[], bool], timeout: float, what: str) -> None:
     """Call ``check`` until it returns true; TimeoutError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -101,7 +130,7 @@ class ManagedServer(ABC):
 
     @property
     def log_file(self) -> Path:
-        return process.log_path(self.name, self.settings)
+        return supervisor(self.settings).log_file(self.name)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.host}:{self.port}>"
@@ -127,7 +156,7 @@ class ManagedServer(ABC):
     def run_tool(self, argv: list[str], what: str) -> None:
         """Run a one-off setup tool (initdb, storage format) in the data dir, as the server's
         account; ServerError with its output if it fails."""
-        who = process.account(self.run_as())
+        who = account(self.run_as())
         result = subprocess.run(
             argv,
             env=child_env(self.settings),
@@ -151,9 +180,24 @@ class ManagedServer(ABC):
         """Idempotent setup once the server is ready (databases, topics)."""
         return None
 
-    def stop_signal(self) -> tuple[int, bool]:
+    def stop_signal(self) -> tuple[str, bool]:
         """The graceful-stop signal and whether it goes to the whole process group."""
-        return signal.SIGTERM, True
+        return "TERM", True
+
+    def program(self) -> Program:
+        """How supervisord runs this server."""
+        sig, group = self.stop_signal()
+        return Program(
+            name=self.name,
+            argv=tuple(self.command()),
+            cwd=self.data_dir,
+            env=child_env(self.settings),
+            user=self.run_as(),
+            stop_signal=sig,
+            stop_group=group,
+            stop_wait_s=self.stop_timeout,
+            priority=100,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -162,42 +206,43 @@ class ManagedServer(ABC):
         return process.port_open(self.host, self.port)
 
     def is_running(self) -> bool:
-        """Whether the process we started (per its pid file) is alive."""
-        return process.is_running(self.name, self.settings)
+        """Whether supervisord runs (or is bringing back) this server."""
+        return supervisor(self.settings).pid(self.name) is not None
 
     def start(self) -> bool:
-        """Start the server unless it already runs; wait until ready; provision.
+        """Start the server under supervisord unless it runs; wait until ready; provision.
 
         Returns True if a process was started, False if a running server was reused.
         Safe to call from several processes at once (a lock file serialises them).
         """
-        with process.lock(self.name, self.settings):
-            started = False
-            if not self.is_up() and not self.is_running():
+        sup = supervisor(self.settings)
+        sup.ensure_running(child_env(self.settings))
+        with sup.lock(self.name):
+            sup.define([self.program()])  # a changed definition stops it: it starts anew
+            started = sup.pid(self.name) is None
+            if started:
+                if self.is_up():
+                    raise ServerError(
+                        f"{self.name}: {self.host}:{self.port} is held by a process that"
+                        " supervisord does not run: stop it"
+                    )
                 self.check_installed()
                 self.data_dir.mkdir(parents=True, exist_ok=True)
                 self.prepare()
-                process.spawn(
-                    self.name,
-                    self.command(),
-                    env=child_env(self.settings),
-                    cwd=self.data_dir,
-                    settings=self.settings,
-                    user=self.run_as(),
-                )
-                started = True
+                sup.start(self.name)
             self.wait_ready(self.start_timeout)
             self.provision()
         return started
 
     def wait_ready(self, timeout: float | None = None) -> None:
-        """Return once the server answers; ServerError with the log's tail if it died."""
+        """Return once the server answers; ServerError with the log's tail if supervisord
+        gave up on it (FATAL: it keeps exiting at start)."""
         timeout = self.start_timeout if timeout is None else timeout
-        spawned = self.is_running()
+        sup = supervisor(self.settings)
 
         def ready() -> bool:
-            if spawned and not self.is_running():
-                raise ServerError(f"{self.name} exited during startup:\n{self.log_tail()}")
+            if sup.state(self.name) == "FATAL":
+                raise ServerError(f"{self.name} keeps exiting at start:\n{self.log_tail()}")
             return self.is_up() and self.is_ready()
 
         try:
@@ -208,15 +253,10 @@ class ManagedServer(ABC):
             raise ServerError(f"{exc}\n{self.log_tail()}") from exc
 
     def stop(self) -> bool:
-        """Stop the process we started and wait until the port is free.
-
-        Returns whether a process was running.
-        """
-        sig, group = self.stop_signal()
-        with process.lock(self.name, self.settings):
-            stopped = process.stop_process(
-                self.name, self.settings, self.stop_timeout, sig=sig, group=group
-            )
+        """Stop the server and wait until its port is free; whether it was running."""
+        sup = supervisor(self.settings)
+        with sup.lock(self.name):
+            stopped = bool(sup.is_running() and sup.stop([self.name]))
         if stopped:
             process.wait_for_port_closed(self.host, self.port, 5.0)
         elif self.is_up():
@@ -226,8 +266,8 @@ class ManagedServer(ABC):
         return stopped
 
     def kill(self) -> bool:
-        """SIGKILL the server (a crash, for fault-injection tests)."""
-        return process.kill_process(self.name, self.settings)
+        """SIGKILL the server's process group (a crash: supervisord brings it back)."""
+        return supervisor(self.settings).kill(self.name, family=True) is not None
 
     def log_tail(self, lines: int = 30) -> str:
         try:

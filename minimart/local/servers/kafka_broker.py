@@ -14,20 +14,20 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from minimart.local.manifests import load_topology
 from minimart.local.servers.base import (
     ManagedServer,
     MissingBinaryError,
     ServerError,
     require_binary,
 )
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,16 @@ def fetch_jars(jars: Path) -> None:
     )
     if result.returncode != 0 or not jars_present(jars):
         raise ServerError(f"mvn could not fetch the Kafka jars:\n{result.stdout}\n{result.stderr}")
+
+
+def new_cluster_id(random_uuid: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, never beginning with ``-``
+    (``kafka-storage format -t -x...`` would read it as an option; one random id in 64 does),
+    as Kafka's own ``Uuid.randomUuid()`` draws again until it does not."""
+    while True:
+        text = base64.urlsafe_b64encode(random_uuid().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 class Kafka(ManagedServer):
@@ -186,11 +196,14 @@ class Kafka(ManagedServer):
         return f"# written by minimart.local.servers at each start\n{body}\n"
 
     def _cluster_id(self) -> str:
+        """The id the storage is formatted with: kept, unless it is one an option parser
+        misreads (an id written before ids beginning with ``-`` were refused)."""
         path = self.data_dir / "cluster-id"
-        if not path.exists():
-            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            path.write_text(raw + "\n")
-        return path.read_text().strip()
+        if path.exists() and not path.read_text().startswith("-"):
+            return path.read_text().strip()
+        cluster_id = new_cluster_id()
+        path.write_text(cluster_id + "\n")
+        return cluster_id
 
     def prepare(self) -> None:
         if not jars_present(self.jars):

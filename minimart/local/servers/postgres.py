@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import signal
 import stat
 from pathlib import Path
 
@@ -75,10 +74,10 @@ class Postgres(ManagedServer):
     def run_as(self) -> str | None:
         return ACCOUNT if os.geteuid() == 0 else None
 
-    def stop_signal(self) -> tuple[int, bool]:
+    def stop_signal(self) -> tuple[str, bool]:
         # SIGINT to the postmaster alone is a "fast" shutdown: it ends sessions, checkpoints
         # and exits. SIGTERM would wait for every client to disconnect.
-        return signal.SIGINT, False
+        return "INT", False
 
     def _socket_dir(self) -> str:
         socket = self.data_dir / f".s.PGSQL.{self.port}"

@@ -8,7 +8,7 @@ A recording is a JSON-lines file, one Kafka record per line::
 (``value_b64`` instead of ``value`` when a record is not UTF-8). Replaying sends records back
 to their topics (the dispatchers deliver them again) or straight to one function over HTTP as
 binary-mode CloudEvents, as the dispatcher would. Every step is idempotent, so replaying a run
-changes nothing; ``wait_drained`` tells when every KafkaSource has caught up.
+changes nothing.
 """
 
 from __future__ import annotations
@@ -18,25 +18,25 @@ import html
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import urllib3
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
-from minimart.catalog import DEAD_LETTER_TOPIC, EventType, derived_event_id
-from minimart.domain.rules import label_id, payment_id
-from minimart.local.delivery import to_event
-from minimart.local.kafka_limits import FETCH_LIMITS
-from minimart.local.manifests import load_topology
-from minimart.settings import PROJECT_ROOT, Settings
+from minimart import kafka_clients
+from minimart.catalog import DEAD_LETTER_TOPIC, EventType
+from minimart.local.delivery import STRUCTURED_CONTENT_TYPE, to_event
+from minimart.settings import Settings
 
 SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)
 _HTML_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.S)
 ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
+# Members of a structured-mode event that are its data, not attributes.
+_STRUCTURED_DATA = ("data", "data_base64")
 
 
 @dataclass(frozen=True)
@@ -58,12 +58,47 @@ class RecordedEvent:
         return None
 
     @property
+    def structured(self) -> bool:
+        """A structured-mode CloudEvent: the attributes are members of the JSON value."""
+        content_type = self.header("content-type") or ""
+        return content_type.startswith(STRUCTURED_CONTENT_TYPE) and not self.header(
+            "ce_specversion"
+        )
+
+    def _document(self) -> dict[str, Any]:
+        try:
+            document = json.loads(self.value or b"")
+        except ValueError:
+            return {}
+        return document if isinstance(document, dict) else {}
+
+    def attribute(self, name: str) -> str | None:
+        """A CloudEvent attribute or extension: a ``ce_`` header in binary mode, a member of
+        the JSON value in structured mode."""
+        if not self.structured:
+            return self.header(f"ce_{name}")
+        value = self._document().get(name)
+        return None if value is None or name in _STRUCTURED_DATA else str(value)
+
+    def without_attributes(self, names: Collection[str]) -> RecordedEvent:
+        """This record without the attributes ``names``, in its own mode (not yet produced)."""
+        value, headers = self.value, self.headers
+        if self.structured:
+            document = self._document()
+            if document:
+                kept = {k: v for k, v in document.items() if k not in names}
+                value = json.dumps(kept).encode()
+        else:
+            headers = [(k, v) for k, v in headers if k.lower().removeprefix("ce_") not in names]
+        return RecordedEvent(self.topic, -1, -1, -1, self.key, value, headers)
+
+    @property
     def event_id(self) -> str | None:
-        return self.header("ce_id")
+        return self.attribute("id")
 
     @property
     def event_type(self) -> str | None:
-        return self.header("ce_type")
+        return self.attribute("type")
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -114,13 +149,12 @@ def read_topics(
     settings: Settings, topics: Sequence[str], timeout_s: float = 30.0
 ) -> list[RecordedEvent]:
     """Every record of ``topics`` from the beginning to the current end (no consumer group)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    consumer = kafka_clients.consumer(
+        settings.kafka_bootstrap,
         enable_auto_commit=False,
         group_id=None,
         fetch_max_wait_ms=50,
         consumer_timeout_ms=1_000,
-        **FETCH_LIMITS,
     )
     try:
         partitions = [
@@ -185,12 +219,8 @@ def _paced(records: Sequence[RecordedEvent], rate: float | None) -> Iterator[Rec
 
 
 def new_producer(settings: Settings, client_id: str = "minimart-replay") -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id=client_id,
-        acks="all",
-        linger_ms=5,
-        max_block_ms=15_000,
+    return kafka_clients.producer(
+        settings.kafka_bootstrap, client_id, linger_ms=5, max_block_ms=15_000
     )
 
 
@@ -249,40 +279,6 @@ def replay_to_http(
     return results
 
 
-def wait_drained(settings: Settings, timeout: float = 60.0) -> None:
-    """Return once every KafkaSource's consumer group has committed up to its topics' end."""
-    topology = load_topology(PROJECT_ROOT)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="drain")
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=None, **FETCH_LIMITS
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            behind = []
-            for source in topology.sources:
-                group = source.consumer_group
-                committed = admin.list_consumer_group_offsets(group)
-                tps = [
-                    TopicPartition(topic, p)
-                    for topic in source.topics
-                    for p in sorted(consumer.partitions_for_topic(topic) or ())
-                ]
-                ends = consumer.end_offsets(tps)
-                for tp in tps:
-                    done = committed.get(tp)
-                    if ends[tp] > (done.offset if done is not None else 0):
-                        behind.append(f"{source.name} {tp.topic}[{tp.partition}]")
-            if not behind:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not drained after {timeout}s: {behind[:5]}")
-            time.sleep(0.25)
-    finally:
-        consumer.close()
-        admin.close()
-
-
 @dataclass(frozen=True)
 class DeadLetter:
     """A record of the dead-letter topic with the reason the dispatcher gave."""
@@ -320,28 +316,28 @@ class DeadLetter:
 
 
 def _order_id_of(rec: RecordedEvent) -> str | None:
-    for name in ("ce_partitionkey", "ce_subject", "ce_key"):
-        value = rec.header(name)
+    for name in ("partitionkey", "subject", "key"):
+        value = rec.attribute(name)
         if value:
             return value
     return None if rec.key is None else rec.key.decode("utf-8", errors="replace")
 
 
+def dead_letter(rec: RecordedEvent) -> DeadLetter:
+    """A record of the dead-letter topic read as a dead letter (binary or structured mode)."""
+    return DeadLetter(
+        record=rec,
+        event_id=rec.event_id or f"partition:{rec.partition}/offset:{rec.offset}",
+        event_type=rec.event_type or "",
+        destination=rec.attribute("knativeerrordest") or "",
+        code=rec.attribute("knativeerrorcode") or "",
+        data=rec.attribute("knativeerrordata") or "",
+        order_id=_order_id_of(rec),
+    )
+
+
 def read_dead_letters(settings: Settings) -> list[DeadLetter]:
-    letters = []
-    for rec in read_topics(settings, [DEAD_LETTER_TOPIC]):
-        letters.append(
-            DeadLetter(
-                record=rec,
-                event_id=rec.event_id or f"partition:{rec.partition}/offset:{rec.offset}",
-                event_type=rec.event_type or "",
-                destination=rec.header("ce_knativeerrordest") or "",
-                code=rec.header("ce_knativeerrorcode") or "",
-                data=rec.header("ce_knativeerrordata") or "",
-                order_id=_order_id_of(rec),
-            )
-        )
-    return letters
+    return [dead_letter(rec) for rec in read_topics(settings, [DEAD_LETTER_TOPIC])]
 
 
 @dataclass(frozen=True)
@@ -351,10 +347,9 @@ class Redriven:
     note: str
 
 
-def redrive(
-    settings: Settings, letters: Sequence[DeadLetter], rate: float | None = None
-) -> list[Redriven]:
-    """Publish dead letters again to their original topic, without the error extensions.
+def plan_redrive(letters: Sequence[DeadLetter]) -> tuple[list[Redriven], list[RecordedEvent]]:
+    """What re-driving ``letters`` does: each letter's outcome, and the records to produce
+    (the event again, on its original topic, without the error extensions).
 
     Events whose type is not in the catalog (malformed records, wrapped non-CloudEvents)
     cannot be re-driven and are reported as skipped.
@@ -368,64 +363,16 @@ def redrive(
                 Redriven(letter.event_id, None, f"skipped: unknown type {letter.event_type!r}")
             )
             continue
-        headers = [
-            (k, v)
-            for k, v in letter.record.headers
-            if k.lower().removeprefix("ce_") not in ERROR_EXTENSIONS
-        ]
-        to_send.append(
-            RecordedEvent(topic, -1, -1, -1, letter.record.key, letter.record.value, headers)
-        )
+        to_send.append(replace(letter.record.without_attributes(ERROR_EXTENSIONS), topic=topic))
         outcome.append(Redriven(letter.event_id, topic, "re-published"))
+    return outcome, to_send
+
+
+def redrive(
+    settings: Settings, letters: Sequence[DeadLetter], rate: float | None = None
+) -> list[Redriven]:
+    """Publish dead letters again to their original topic (``plan_redrive``)."""
+    outcome, to_send = plan_redrive(letters)
     if to_send:
         replay_to_kafka(settings, to_send, rate)
     return outcome
-
-
-def rebase(
-    records: Sequence[RecordedEvent], order_id: str, skus: Mapping[str, str] | None = None
-) -> list[RecordedEvent]:
-    """A recorded run of ONE order, moved to a fresh ``order_id`` (and SKUs renamed by ``skus``).
-
-    Event ids are deterministic (each one derives from its cause's id), so the rebased run is
-    exactly what the live functions emit for an order with that id: replaying it delivers every
-    event twice (the recording and the functions' own), which is what idempotency must absorb.
-    Payment and label ids derive from the order id and are recomputed too.
-    """
-    if not records:
-        return []
-    old_order = (records[0].key or b"").decode()
-    replacements = {
-        old_order: order_id,
-        payment_id(old_order): payment_id(order_id),
-        label_id(old_order): label_id(order_id),
-    }
-    for old_sku, new_sku in (skus or {}).items():
-        replacements[f'"{old_sku}"'] = f'"{new_sku}"'
-    new_ids: dict[str, str] = {}
-    rebased = []
-    for rec in records:
-        event_type = EventType(rec.event_type or "")
-        old_id = rec.event_id or ""
-        if event_type is EventType.ORDER_CREATED:
-            new_ids[old_id] = derived_event_id(order_id, event_type)
-        else:
-            cause = next((c for c in new_ids if derived_event_id(c, event_type) == old_id), None)
-            if cause is None:
-                raise ValueError(f"{old_id} ({event_type.short}): no cause in the recording")
-            new_ids[old_id] = derived_event_id(new_ids[cause], event_type)
-        value = (rec.value or b"").decode()
-        for old, new in replacements.items():
-            value = value.replace(old, new)
-        headers: list[tuple[str, bytes | None]] = []
-        for name, raw in rec.headers:
-            text = (raw or b"").decode()
-            if name == "ce_id":
-                text = new_ids[old_id]
-            elif name in ("ce_subject", "ce_partitionkey"):
-                text = order_id
-            headers.append((name, text.encode()))
-        rebased.append(
-            RecordedEvent(rec.topic, -1, -1, -1, order_id.encode(), value.encode(), headers)
-        )
-    return rebased

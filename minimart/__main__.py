@@ -1,0 +1,5 @@
+import sys
+
+from minimart.cli import main
+
+sys.exit(main())

@@ -1,0 +1,408 @@
+"""Every process of the local stack runs under supervisord, as containers run under a kubelet.
+
+One ``supervisord`` per state dir (``<state_dir>/supervisor/``): its control is a unix socket
+there (no TCP port at all), its config is generated, one file per program under
+``programs/``, from what the runner plans (servers, functions, dispatchers). A program is
+restarted whenever it exits (``autorestart``); one that dies within ``startsecs`` of its start
+is retried after 1, 2, 3 s (supervisord's own BACKOFF) and then marked FATAL, where supervisord
+stops trying for good. The kubelet never gives up on a crashing container (CrashLoopBackOff:
+retries forever with a capped, doubling delay), so an event listener (``crashloop.py``) starts
+FATAL programs again after a capped backoff, and counts restarts for ``status``.
+
+Programs are declared with ``autostart=false``: the runner starts them layer by layer (servers
+ready and provisioned before the functions that use them); after that supervisord alone brings
+back whatever dies. Writing a program's file and calling :meth:`Supervisor.define` does what
+``supervisorctl update`` does: a program whose definition changed (command, environment, e.g.
+the hash of the code it runs) is stopped and defined anew; the others keep running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+from supervisor.xmlrpc import Faults, SupervisorTransport
+
+from minimart.local.servers import process
+from minimart.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+# supervisord's own quick retries of a program that exits within START_SECS of starting:
+# 1 + 2 + 3 s apart, then FATAL (handed to crashloop.py's capped backoff).
+START_SECS = 5
+START_RETRIES = 3
+LOG_MAX_BYTES = "20MB"
+LOG_BACKUPS = 3
+LISTENER = "crashloop"
+START_TIMEOUT_S = 30.0
+# States in which a program is wanted up: supervisord (or the listener) brings it to RUNNING.
+ACTIVE = frozenset({"RUNNING", "STARTING", "BACKOFF"})
+DOWN = frozenset({"STOPPED", "EXITED", "FATAL", "UNKNOWN"})
+_POLL_S = 0.1
+_MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes
+
+
+class SupervisionError(process.ProcessError):
+    """supervisord cannot be started or reached, or refuses a request."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervised program: what supervisord needs to run, stop and log it."""
+
+    name: str
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    stop_signal: str = "TERM"  # to the whole process group unless stop_group is false
+    stop_group: bool = True
+    stop_wait_s: float = 10.0  # then SIGKILL to the process group
+    priority: int = 500
+
+
+@dataclass(frozen=True)
+class ProgramInfo:
+    """A program's state as supervisord reports it, with the restarts the listener counted."""
+
+    name: str
+    state: str
+    pid: int | None
+    uptime_s: float | None
+    restarts: int
+    detail: str
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+
+def _quote(value: str, what: str) -> str:
+    """A value for supervisord's config: ``%`` doubled (it expands ``%(name)s``)."""
+    if "\n" in value:
+        raise SupervisionError(f"{what}: a newline cannot go into supervisord's config")
+    return value.replace("%", "%%")
+
+
+def render_program(program: Program, log_file: Path) -> str:
+    """The ``[program:x]`` section of ``program`` (supervisord's config format)."""
+    for key, value in program.env.items():
+        if '"' in value:  # supervisord splits environment= with a non-POSIX lexer
+            raise SupervisionError(f"{program.name}: {key} holds a double quote")
+    environment = ",".join(f'{k}="{_quote(v, k)}"' for k, v in sorted(program.env.items()))
+    lines = {
+        "command": _quote(shlex.join(program.argv), "command"),
+        "directory": _quote(str(program.cwd), "directory"),
+        "environment": environment,
+        "autostart": "false",
+        "autorestart": "true",
+        "startsecs": str(START_SECS),
+        "startretries": str(START_RETRIES),
+        "stopsignal": program.stop_signal,
+        "stopwaitsecs": str(int(program.stop_wait_s)),
+        "stopasgroup": str(program.stop_group).lower(),
+        "killasgroup": "true",
+        "redirect_stderr": "true",
+        "stdout_logfile": _quote(str(log_file), "log"),
+        "stdout_logfile_maxbytes": LOG_MAX_BYTES,
+        "stdout_logfile_backups": str(LOG_BACKUPS),
+        "priority": str(program.priority),
+    }
+    if program.user is not None:
+        lines["user"] = program.user
+    body = "\n".join(f"{key}={value}" for key, value in lines.items())
+    return f"# generated by minimart.local.servers.supervision\n[program:{program.name}]\n{body}\n"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes (two `up`s at once act once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Supervisor:
+    """The supervisord of one state dir, driven over XML-RPC on its unix socket."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.state_dir / "supervisor"
+        self.config = self.home / "supervisord.conf"
+        self.programs_dir = self.home / "programs"
+        self.socket = self.home / "supervisor.sock"
+        self.pidfile = self.home / "supervisord.pid"
+        self.restarts_file = self.home / "restarts.json"
+        if len(str(self.socket)) > _MAX_SOCKET_PATH:
+            raise SupervisionError(f"state dir too deep for a unix socket: {self.socket}")
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def log_file(self, name: str) -> Path:
+        return self.settings.state_dir / "logs" / f"{name}.log"
+
+    def lock(self, name: str = "supervisor") -> contextlib.AbstractContextManager[None]:
+        return file_lock(self.home / f".{name}.lock")
+
+    def _rpc(self) -> Any:
+        # One proxy per call: xmlrpc proxies are not thread-safe, calls are few.
+        transport = SupervisorTransport(None, None, self.url)
+        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+    # -- supervisord itself ------------------------------------------------------------------
+
+    def daemon_pid(self) -> int | None:
+        """supervisord's pid when it answers on our socket, else None."""
+        if not self.socket.exists():
+            return None
+        try:
+            return int(self._rpc().getPID())
+        except (OSError, xmlrpc.client.Error):
+            return None
+
+    def is_running(self) -> bool:
+        return self.daemon_pid() is not None
+
+    def _main_config(self) -> str:
+        listener = shlex.join([sys.executable, "-m", "minimart.local.servers.crashloop",
+                               "--restarts", str(self.restarts_file)])  # fmt: skip
+        logs = self.settings.state_dir / "logs"
+        return f"""\
+# generated by minimart.local.servers.supervision: the local stack's supervisord
+[unix_http_server]
+file={_quote(str(self.socket), "socket")}
+chmod=0700
+
+[supervisord]
+logfile={_quote(str(self.home / "supervisord.log"), "log")}
+logfile_maxbytes={LOG_MAX_BYTES}
+logfile_backups={LOG_BACKUPS}
+loglevel=info
+pidfile={_quote(str(self.pidfile), "pidfile")}
+directory={_quote(str(PROJECT_ROOT), "directory")}
+childlogdir={_quote(str(logs), "log")}
+identifier=minimart
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory=supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl={_quote(self.url, "socket")}
+
+[eventlistener:{LISTENER}]
+command={_quote(listener, "command")}
+directory={_quote(str(PROJECT_ROOT), "directory")}
+environment=PYTHONPATH="{_quote(str(PROJECT_ROOT), "PYTHONPATH")}"
+events=PROCESS_STATE,TICK_5
+autostart=true
+autorestart=true
+startsecs=1
+stderr_logfile={_quote(str(logs / (LISTENER + ".log")), "log")}
+priority=1
+
+[include]
+files={_quote(str(self.programs_dir), "programs")}/*.conf
+"""
+
+    def ensure_running(self, env: Mapping[str, str]) -> bool:
+        """Start supervisord unless it runs (with ``env`` as the base environment of every
+        program); True if it was started."""
+        with self.lock():
+            if self.is_running():
+                return False
+            self.programs_dir.mkdir(parents=True, exist_ok=True)
+            (self.settings.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+            retire_unsupervised(self.settings, self.url)
+            self.config.write_text(self._main_config())
+            supervisord = Path(sys.executable).parent / "supervisord"
+            result = subprocess.run(  # it daemonises: returns once forked
+                [str(supervisord), "-c", str(self.config)],
+                env=dict(env),
+                cwd=PROJECT_ROOT,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise SupervisionError(f"supervisord failed:\n{result.stdout}\n{result.stderr}")
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not self.is_running():
+                if time.monotonic() > deadline:
+                    raise SupervisionError(f"supervisord does not answer on {self.socket}")
+                time.sleep(_POLL_S)
+            log.info("supervisord up (pid %s, %s)", self.daemon_pid(), self.config)
+            return True
+
+    def shutdown(self, timeout: float = 60.0) -> bool:
+        """Stop supervisord (it stops what is left); whether it was running."""
+        pid = self.daemon_pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(xmlrpc.client.Error, OSError):
+            self._rpc().shutdown()
+        if not process.wait_gone([pid], timeout):
+            raise SupervisionError(f"supervisord (pid {pid}) did not stop within {timeout:.0f}s")
+        return True
+
+    # -- programs --------------------------------------------------------------------------
+
+    def define(self, programs: Iterable[Program]) -> list[str]:
+        """Write these programs' definitions and apply them as ``supervisorctl update`` does;
+        the names of those defined anew (added, or changed and therefore stopped)."""
+        with self.lock():
+            for program in programs:
+                path = self.programs_dir / f"{program.name}.conf"
+                text = render_program(program, self.log_file(program.name))
+                if not path.exists() or path.read_text() != text:
+                    path.write_text(text)
+            return self._update()
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Stop and remove these programs."""
+        with self.lock():
+            for name in names:
+                (self.programs_dir / f"{name}.conf").unlink(missing_ok=True)
+            self._update()
+
+    def _update(self) -> list[str]:
+        rpc = self._rpc()
+        added, changed, removed = rpc.reloadConfig()[0]
+        for name in [*removed, *changed]:
+            with contextlib.suppress(xmlrpc.client.Fault):
+                rpc.stopProcessGroup(name, True)
+            rpc.removeProcessGroup(name)
+        for name in [*changed, *added]:
+            rpc.addProcessGroup(name)
+        if changed:
+            log.info("redefined (stopped) %s", ", ".join(changed))
+        return [*changed, *added]
+
+    def start(self, name: str) -> None:
+        """Ask supervisord to start ``name`` (no wait: readiness is the caller's)."""
+        try:
+            self._rpc().startProcess(name, False)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != Faults.ALREADY_STARTED:
+                raise SupervisionError(f"cannot start {name}: {fault.faultString}") from fault
+
+    def stop(self, names: Iterable[str], timeout: float = 60.0) -> list[str]:
+        """Stop these programs together (their stop signal, then SIGKILL after their
+        stopwaitsecs); return once none runs, with the names that were running."""
+        rpc = self._rpc()
+        infos = self.infos()
+        running = [n for n in names if n in infos and infos[n].state not in DOWN]
+        for name in running:
+            with contextlib.suppress(xmlrpc.client.Fault):  # it stopped meanwhile
+                rpc.stopProcess(name, False)
+        deadline = time.monotonic() + timeout
+        while any(self.state(name) not in DOWN for name in running):
+            if time.monotonic() > deadline:
+                raise SupervisionError(f"{running} still running after {timeout:.0f}s")
+            time.sleep(_POLL_S)
+        return running
+
+    def infos(self) -> dict[str, ProgramInfo]:
+        """Every defined program (the listener aside), by name."""
+        if not self.is_running():
+            return {}
+        restarts = read_restarts(self.restarts_file)
+        out = {}
+        for raw in self._rpc().getAllProcessInfo():
+            if raw["group"] == LISTENER:
+                continue
+            running = raw["statename"] == "RUNNING"
+            out[raw["name"]] = ProgramInfo(
+                name=raw["name"],
+                state=raw["statename"],
+                pid=raw["pid"] or None,
+                uptime_s=float(raw["now"] - raw["start"]) if running else None,
+                restarts=restarts.get(raw["name"], 0),
+                detail=raw["spawnerr"] or raw["description"],
+            )
+        return out
+
+    def state(self, name: str) -> str:
+        info = self.infos().get(name)
+        return "UNKNOWN" if info is None else info.state
+
+    def pid(self, name: str) -> int | None:
+        """The pid of ``name`` while it runs (None otherwise)."""
+        info = self.infos().get(name)
+        return None if info is None or info.state not in ACTIVE else info.pid
+
+    def kill(self, name: str, *, family: bool = False) -> int | None:
+        """SIGKILL ``name``'s process group (a crash: supervisord restarts it); its old pid."""
+        pid = self.pid(name)
+        if pid is None:
+            return None
+        process.kill_group(pid, family=family)
+        log.info("killed %s (pid %d)", name, pid)
+        return pid
+
+
+def read_restarts(path: Path) -> dict[str, int]:
+    """Restarts per program since supervisord started, as the listener wrote them."""
+    try:
+        return {k: int(v) for k, v in json.loads(path.read_text())["restarts"].items()}
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def retire_unsupervised(settings: Settings, url: str) -> list[int]:
+    """Stop processes of this state dir that no supervisord watches any more, so the new one
+    can bind their ports: children of a supervisord that died (they carry its socket in
+    ``SUPERVISOR_SERVER_URL``), and servers of the former pid-file runner
+    (``<state_dir>/run/*.pid``). A graceful stop, then SIGKILL after 30 s."""
+    leaders: set[int] = set()
+    for proc in psutil.process_iter(["environ"]):
+        environ = proc.info.get("environ") or {}
+        if environ.get("SUPERVISOR_SERVER_URL") == url and proc.pid != os.getpid():
+            leaders.add(proc.pid)
+    for pidfile in (settings.state_dir / "run").glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError, psutil.Error):
+            pid = int(pidfile.read_text().split()[0])
+            if psutil.Process(pid).create_time() <= pidfile.stat().st_mtime + 2:
+                leaders.add(pid)
+        pidfile.unlink(missing_ok=True)
+    victims = sorted({p for pid in leaders for p in process.family_pids(pid)})
+    for pid in victims:
+        # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for clients); others stop on both.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT if _is_postmaster(pid) else signal.SIGTERM)
+    if victims and not process.wait_gone(victims, 30.0):
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        process.wait_gone(victims, process.KILL_WAIT_S)
+    if victims:
+        log.warning("stopped %d unsupervised processes of %s", len(victims), settings.state_dir)
+    return victims
+
+
+def _is_postmaster(pid: int) -> bool:
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        return bool(proc.name() == "postgres" and psutil.Process(proc.ppid()).name() != "postgres")
+    return False

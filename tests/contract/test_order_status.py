@@ -1,0 +1,158 @@
+"""Order-status's unit of work (``OrderUnitOfWork``): one suite, on the fake and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from minimart.bootstrap import Container
+from minimart.catalog import Event, EventType
+from minimart.domain.orders import OrderStatus
+from minimart.handlers import order_status
+from tests.contract.orders_db import (
+    FakeOrdersDatabase,
+    OrdersDatabase,
+    PostgresOrdersDatabase,
+    placed,
+)
+from tests.contract.support import concurrently, delivered, new_id
+
+
+def event(event_type: EventType, order_id: str, **data: Any) -> Event:
+    return Event(event_type, new_id(), order_id, {"orderId": order_id, **data})
+
+
+def steps(db: OrdersDatabase, order_id: str) -> list[tuple[str, str]]:
+    view = db.intake.view(order_id)
+    assert view is not None
+    return sorted((s["step"], s["status"]) for s in view["timeline"])
+
+
+class OrderStatusContract:
+    @pytest.fixture
+    def db(self) -> OrdersDatabase:
+        raise NotImplementedError
+
+    def test_lock_order_reads_the_accepted_order(self, db: OrdersDatabase) -> None:
+        accepted = placed(db)
+        assert accepted.event is not None
+        with db.uow() as uow:
+            order = uow.lock_order(accepted.order_id)
+            outcome, same = uow.outcome_and_order(new_id(), accepted.order_id)
+            unknown = uow.lock_order(new_id())
+        assert order is not None and order == same and outcome is None and unknown is None
+        data = accepted.event.data
+        assert (order.order_id, order.customer_id, order.status, order.total_cents) == (
+            accepted.order_id, data["customerId"], OrderStatus.PENDING, data["totalCents"],
+        )  # fmt: skip
+        assert order.reason is None and order.created_at is not None
+
+    def test_set_status_keeps_the_rest_of_the_order(self, db: OrdersDatabase) -> None:
+        order_id = placed(db).order_id
+        with db.uow() as uow:
+            before = uow.lock_order(order_id)
+            uow.set_status(order_id, OrderStatus.CANCELLED, "payment_declined: limit")
+            uow.commit()
+        with db.uow() as uow:
+            after = uow.lock_order(order_id)
+        assert before is not None and after is not None
+        assert (after.status, after.reason) == (OrderStatus.CANCELLED, "payment_declined: limit")
+        assert (after.customer_id, after.total_cents, after.created_at) == (
+            before.customer_id, before.total_cents, before.created_at,
+        )  # fmt: skip
+
+    def test_a_timeline_step_is_added_once_per_event(self, db: OrdersDatabase) -> None:
+        order_id = placed(db).order_id
+        reserved = event(EventType.INVENTORY_RESERVED, order_id)
+        for _ in range(2):
+            with db.uow() as uow:
+                uow.add_timeline(order_id, reserved, OrderStatus.RESERVED, {})
+                uow.commit()
+        assert steps(db, order_id) == [("inventory.reserved", "RESERVED"),
+                                       ("order.created", "PENDING")]  # fmt: skip
+
+    def test_leaving_without_commit_keeps_nothing(self, db: OrdersDatabase) -> None:
+        order_id, event_id = placed(db).order_id, new_id()
+        with db.uow() as uow:
+            uow.lock_order(order_id)
+            uow.set_status(order_id, OrderStatus.RESERVED, None)
+            uow.add_timeline(order_id, event(EventType.INVENTORY_RESERVED, order_id),
+                             OrderStatus.RESERVED, {})  # fmt: skip
+            uow.record_outcome(event_id, [])
+        with db.uow() as uow:
+            order = uow.lock_order(order_id)
+            assert order is not None and order.status is OrderStatus.PENDING
+            assert uow.outcome_of(event_id) is None
+        assert steps(db, order_id) == [("order.created", "PENDING")]
+
+    def test_an_outcome_is_recorded_once(self, db: OrdersDatabase) -> None:
+        event_id = new_id()
+        with db.uow() as uow:
+            uow.record_outcome(event_id, [])
+            uow.commit()
+        with pytest.raises(db.integrity_error), db.uow() as uow:
+            uow.record_outcome(event_id, [])
+            uow.commit()
+        with db.uow() as uow:
+            assert uow.outcome_of(event_id) == []
+
+    def test_a_replayed_event_changes_nothing(self, db: OrdersDatabase) -> None:
+        order_id = placed(db).order_id
+        rejected = event(EventType.INVENTORY_REJECTED, order_id, reason="unknown_sku: X")
+        first = order_status.track(rejected, db.uow())
+        view = db.intake.view(order_id)
+        assert order_status.track(rejected, db.uow()) == first
+        assert db.intake.view(order_id) == view
+        assert [e.type for e in first] == [EventType.ORDER_CANCELLED]
+
+    def test_concurrent_duplicates_of_one_event_close_the_order_once(
+        self, db: OrdersDatabase
+    ) -> None:
+        order_id = placed(db).order_id
+        rejected = event(EventType.INVENTORY_REJECTED, order_id, reason="insufficient_stock: X")
+
+        deliveries = concurrently(
+            6, lambda _: delivered(lambda: order_status.track(rejected, db.uow()))
+        )
+
+        assert all(d.result == deliveries[0].result for d in deliveries)
+        assert [e.type for e in deliveries[0].result] == [EventType.ORDER_CANCELLED]
+        assert steps(db, order_id) == [("inventory.rejected", "CANCELLED"),
+                                       ("order.created", "PENDING")]  # fmt: skip
+        errors = [e for d in deliveries for e in d.errors]
+        assert all(isinstance(e, db.integrity_error) for e in errors), errors
+
+    def test_concurrent_steps_of_one_order_never_move_it_back(self, db: OrdersDatabase) -> None:
+        """lock_order serialises an order's events: the last writer cannot undo a later
+        status, and the order is confirmed exactly once."""
+        order_id = placed(db).order_id
+        events = [
+            event(EventType.INVENTORY_RESERVED, order_id),
+            event(EventType.PAYMENT_CAPTURED, order_id, paymentId="pay"),
+            event(EventType.SHIPPING_PREPARED, order_id, labelId="label"),
+        ]
+
+        results = concurrently(
+            3, lambda i: delivered(lambda: order_status.track(events[i], db.uow())).result
+        )
+
+        emitted = [e.type for result in results for e in result]
+        assert emitted == [EventType.ORDER_CONFIRMED]
+        with db.uow() as uow:
+            order = uow.lock_order(order_id)
+        assert order is not None and order.status is OrderStatus.CONFIRMED
+        assert len(steps(db, order_id)) == 4
+
+
+class TestFakeOrderStatus(OrderStatusContract):
+    @pytest.fixture
+    def db(self) -> OrdersDatabase:
+        return FakeOrdersDatabase()
+
+
+@pytest.mark.integration
+class TestPostgresOrderStatus(OrderStatusContract):
+    @pytest.fixture
+    def db(self, postgres: object, container: Container) -> OrdersDatabase:
+        return PostgresOrdersDatabase(container)
