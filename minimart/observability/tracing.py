@@ -325,6 +325,18 @@ def current_headers() -> dict[str, str]:
     return {k: v for k, v in carrier.items() if k in TRACE_HEADERS}
 
 
+def headers_of(span: Span) -> dict[str, str]:
+    """``traceparent``/``tracestate`` of ``span`` (W3C trace context), written directly: what
+    ``propagate.inject`` writes for it, without a context to attach first."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return {}
+    headers = {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"}
+    if ctx.trace_state:
+        headers["tracestate"] = ctx.trace_state.to_header()
+    return headers
+
+
 def kafka_header_injector() -> Callable[[list[tuple[str, bytes]]], None]:
     """For ``KafkaPublisher``: the CloudEvents distributed-tracing extension on each record
     (``ce_traceparent``), plus the ``traceparent`` header when the kafka-python

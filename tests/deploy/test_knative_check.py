@@ -11,6 +11,7 @@ fixtures/knative-broken/ must fail, naming its file and upstream's error.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,18 @@ def test_without_go_the_check_fails_and_says_why(
         upstream.build()
     assert "never skipped" in str(raised.value)
     assert os.environ["PATH"] == str(tmp_path)
+
+
+def test_the_go_sources_are_gofmt_clean(programs: Path) -> None:
+    """The Go of tests/knative-check is formatted as ruff formats the Python (gofmt -l)."""
+    gofmt = Path(upstream.go_root()) / "bin" / "gofmt"
+    result = subprocess.run(
+        [str(gofmt), "-l", "."],
+        cwd=upstream.SOURCE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "", f"run gofmt -w on: {result.stdout}"

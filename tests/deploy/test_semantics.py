@@ -929,6 +929,10 @@ def test_kind_up_waits_for_the_knative_resources_to_be_ready() -> None:
         branch = body[start : body.index(";;", start)]
         assert branch.index("deploy_minimart") < branch.index("wait_minimart"), step
     assert body.rstrip().endswith("print_access")
+    # A Job's pod template is immutable and skaffold relabels it on every run.
+    deploy = script[script.index("deploy_minimart() {") :]
+    delete = "k delete job create-topics --namespace minimart --ignore-not-found"
+    assert deploy.index(delete) < deploy.index("  skaffold run "), "delete the Job before skaffold"
     makefile = (PROJECT_ROOT / "mk" / "deploy.mk").read_text()
     assert "bash scripts/kind-up.sh deploy" in makefile
 

@@ -93,6 +93,14 @@ def _go() -> str:
     return go
 
 
+def go_root() -> str:
+    """GOROOT of the Go on PATH (its gofmt is there)."""
+    result = subprocess.run(
+        [_go(), "env", "GOROOT"], capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.strip()
+
+
 def _key(go: str) -> str:
     version = subprocess.run(
         [go, "env", "GOVERSION"], capture_output=True, text=True, check=True, timeout=60
