@@ -1,4 +1,5 @@
-"""The local runtime's subcommands of ``minimart``: up, down, status, dev, prometheus."""
+"""The local runtime's subcommands of ``minimart``: up, down, status, dev, prometheus, and
+``servers`` (the servers alone: ``mk/servers.mk``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from minimart.local import observe, stack
+from minimart.local import observe, servers, stack
 from minimart.local.servers.supervision import Supervisor
 from minimart.settings import Settings
 
@@ -79,6 +80,31 @@ def _prometheus(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _servers(args: argparse.Namespace, settings: Settings) -> int:
+    began = time.monotonic()
+    if args.action == "up":
+        started = servers.ensure_up(settings, args.names or servers.DEFAULT)
+        print(f"started {started or 'nothing'} in {time.monotonic() - began:.1f}s")
+    elif args.action == "down":
+        print(f"stopped {servers.stop_all(settings, args.names or None) or 'nothing'}")
+    elif args.action == "restart":
+        for name in args.names:
+            servers.restart(settings, name)
+    else:
+        for name, server in servers.infrastructure(settings).items():
+            if args.names and name not in args.names:
+                continue
+            info = servers.supervised(settings, name)
+            state = "up" if server.is_up() else "down"
+            where = f"{server.host}:{server.port:<6}"
+            if info is None:
+                print(f"{name:<11} {state:<5} {where} not supervised")
+            else:
+                print(f"{name:<11} {state:<5} {where} {info.state} pid={info.pid or '-'}"
+                      f" restarts={info.restarts}")  # fmt: skip
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """Register the runtime's subcommands on ``sub`` (each runs ``args.run(args, settings)``)."""
     up = sub.add_parser("up", help="start servers, functions and dispatchers (reuses what runs)")
@@ -94,3 +120,7 @@ def add_commands(sub: Any) -> None:
     sub.add_parser(
         "prometheus", help="start Prometheus scraping every function and dispatcher"
     ).set_defaults(run=_prometheus)
+    only = sub.add_parser("servers", help="the servers alone: up, down, status, restart")
+    only.add_argument("action", choices=["up", "down", "status", "restart"])
+    only.add_argument("names", nargs="*", help=f"servers among {', '.join(servers.ALL)}")
+    only.set_defaults(run=_servers)
