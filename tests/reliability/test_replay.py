@@ -1,5 +1,6 @@
-"""CloudEvents replay: recorded saga runs replayed to Kafka and over HTTP change nothing; dead
-letters are listed with their reasons and re-driven after a fix.
+"""CloudEvents replay: recorded saga runs replayed to Kafka and over HTTP, and a storm of
+duplicates, change nothing in any store; dead letters are listed with their reasons and
+re-driven after a fix.
 
 The fixtures under tests/fixtures/replay are real runs recorded with
 `python -m minimart.local record FILE --order-id ID`. Their order id is moved to a fresh one
@@ -12,11 +13,10 @@ only the replay drives the saga), because order-status refuses events of unknown
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 from cloudevents.conversion import to_structured
 from kafka import KafkaProducer
@@ -26,12 +26,12 @@ from minimart.catalog import Event, EventType, build, derived_event_id
 from minimart.console import replay
 from minimart.console.checker import check_books, wait_for_books
 from minimart.console.client import OrderClient
-from minimart.console.effects import order_effects
 from minimart.local import stack
 from minimart.settings import Settings
 from tests import replaying
-from tests.reliability.saga import assert_books
-from tests.stack import eventually, new_sku, stock_of
+from tests.reliability.saga import assert_books, place_batch, wait_final
+from tests.reliability.stores import settle, snapshot
+from tests.stack import eventually, new_sku
 
 pytestmark = pytest.mark.e2e
 
@@ -41,9 +41,14 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "replay"
 def rebased_fixture(
     settings: Settings, name: str
 ) -> tuple[str, list[str], list[replay.RecordedEvent]]:
+    """The recorded run moved to a fresh order and to fresh SKUs with the same prices; a run
+    refused for stock keeps its SKU (SKU-OUT: none in stock, none ever reserved), because the
+    refusal's reason names it."""
     records = replay.load(FIXTURES / f"{name}.jsonl")
     created = json.loads(records[0].value or b"{}")
-    skus = {item["sku"]: new_sku(settings, stock=10, price_cents=item["unitPriceCents"])
+    refused = any(r.event_type == EventType.INVENTORY_REJECTED.value for r in records)
+    skus = {item["sku"]: item["sku"] if refused else
+            new_sku(settings, stock=10, price_cents=item["unitPriceCents"])
             for item in created["items"]}  # fmt: skip
     order_id = str(uuid.uuid4())
     return order_id, list(skus.values()), replaying.rebase(records, order_id, skus)
@@ -59,30 +64,13 @@ def seed_order(settings: Settings, created: replay.RecordedEvent) -> None:
     intake.mark_published([event.id])
 
 
-def snapshot(settings: Settings, order_id: str, skus: list[str]) -> dict[str, Any]:
-    """Everything the order changed, in every store."""
-    with psycopg.connect(settings.orders_dsn, autocommit=True) as conn:
-        order = conn.execute(
-            "SELECT status, reason, version, updated_at FROM orders WHERE id = %s", (order_id,)
-        ).fetchone()
-        timeline = conn.execute(
-            "SELECT event_id, step, status FROM order_timeline WHERE order_id = %s ORDER BY 1",
-            (order_id,),
-        ).fetchall()
-    return {
-        "order": order,
-        "timeline": timeline,
-        "effects": order_effects(order_id, settings),
-        "stock": {sku: stock_of(settings, sku) for sku in skus},
-    }
-
-
 @pytest.mark.parametrize(
     ("fixture", "status"),
     [
         ("saga-confirmed", "CONFIRMED"),
         ("saga-payment-declined", "CANCELLED"),
         ("saga-shipping-failed", "CANCELLED"),
+        ("saga-stock-refused", "CANCELLED"),
     ],
 )
 def test_recorded_run_replayed_to_kafka_reaches_the_same_end_and_twice_changes_nothing(
@@ -98,12 +86,12 @@ def test_recorded_run_replayed_to_kafka_reaches_the_same_end_and_twice_changes_n
         step["step"] for step in order["timeline"]
     }
     assert_books(running_stack, [order_id], skus)
-    replaying.wait_drained(running_stack, timeout=90)
-    before = snapshot(running_stack, order_id, skus)
+    settle(running_stack)
+    before = snapshot(running_stack, [order_id], skus)
     for _ in range(2):
         replay.replay_to_kafka(running_stack, records, rate=200)
-    replaying.wait_drained(running_stack, timeout=90)
-    assert snapshot(running_stack, order_id, skus) == before
+    settle(running_stack)
+    assert snapshot(running_stack, [order_id], skus) == before
     assert_books(running_stack, [order_id], skus)
 
 
@@ -121,12 +109,40 @@ def test_recorded_run_replayed_over_http_straight_to_inventory(
     assert [r.status for r in first] == [200], first
     assert client.wait_final(order_id, timeout=60)["status"] == "CANCELLED"
     assert_books(running_stack, [order_id], skus)
-    replaying.wait_drained(running_stack, timeout=90)
-    before = snapshot(running_stack, order_id, skus)
+    settle(running_stack)
+    before = snapshot(running_stack, [order_id], skus)
     for _ in range(2):
         results = replay.replay_to_http(inventory, mine, rate=100)
         assert all(r.status == 200 for r in results), results
-    assert snapshot(running_stack, order_id, skus) == before
+    settle(running_stack)  # inventory re-published its outcomes: the others have seen them
+    assert snapshot(running_stack, [order_id], skus) == before
+
+
+def test_duplicate_storm_mid_flight_and_after_changes_nothing(
+    running_stack: Settings, client: OrderClient
+) -> None:
+    """Every event of ten orders (two of them declined: the compensations too) re-produced
+    three times, shuffled across topics and orders: once while the orders are in flight, and
+    once after they settled. The second storm leaves every store exactly as it was."""
+    sku = new_sku(running_stack, stock=10_000)
+    declined = place_batch(client, sku, 2, customer=402)
+    order_ids = place_batch(client, sku, 8) + declined
+    rng = random.Random(7)
+    early = replay.record(running_stack, order_ids=order_ids) * 3  # whatever is there so far
+    rng.shuffle(early)
+    replay.replay_to_kafka(running_stack, early)
+    wait_final(client, order_ids)
+    settle(running_stack)
+    everything = replay.record(running_stack, order_ids=order_ids)
+    before = snapshot(running_stack, order_ids, [sku], everything)
+    assert len(before["event_ids"]) >= 10 * 6
+    storm = everything * 3
+    rng.shuffle(storm)
+    replay.replay_to_kafka(running_stack, storm)
+    settle(running_stack)
+    assert snapshot(running_stack, order_ids, [sku]) == before
+    report = assert_books(running_stack, order_ids, [sku])
+    assert report.final == {"CONFIRMED": 8, "CANCELLED": 2}
 
 
 def publish_structured(settings: Settings, event: Event, source: str) -> None:
