@@ -9,8 +9,9 @@
 //                   routes by it, so the kind cluster needs no DNS: -e BASE_URL=http://127.0.0.1:8080
 //                   -e HOST=order.minimart.localhost (docs/deploy.md)
 //   DURATION        length of the steady stage (default 40s); RAMP (default 10s) before and after
-//   START_RATE      orders/s at the start (default 5);  PEAK_RATE orders/s at the peak (default 25,
-//                   below what one 2-core machine completes: see docs/performance.md)
+//   START_RATE      orders/s at the start (default 5);  PEAK_RATE orders/s at the peak (default 25;
+//                   `make loadtest` passes half the capacity it measures first: what one 2-core
+//                   machine completes varies ~2x, see docs/performance.md)
 //   FOLLOW_RATE     orders/s followed to their final state (default 2)
 //   FINAL_TIMEOUT_S how long a followed order may take to finish (default 30)
 //

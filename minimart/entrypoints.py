@@ -92,7 +92,8 @@ def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
     c = container_of(flask.current_app)
     decode_binary_attributes(cloud_event, flask.request.mimetype)
     attributes = cloud_event.get_attributes()
-    parent = tracing.extract(flask.request.headers, attributes)  # transport, then extension
+    # transport, then extension
+    parent = tracing.extract(tracing.transport_headers(flask.request.headers), attributes)
     event_type = str(attributes.get("type", ""))
     with tracing.server_span(
         f"{service} {event_type.removeprefix('com.minimart.')}",

@@ -318,6 +318,12 @@ def extract(*carriers: Carrier) -> otel_context.Context:
     return otel_context.Context()
 
 
+def transport_headers(headers: Any) -> dict[str, str]:
+    """The trace headers of an HTTP request (``headers.get`` by name: a WSGI request's
+    headers are built from its environ on every iteration)."""
+    return {name: value for name in TRACE_HEADERS if (value := headers.get(name))}
+
+
 def current_headers() -> dict[str, str]:
     """``traceparent``/``tracestate`` of the current span ({} when there is none)."""
     carrier: dict[str, str] = {}
