@@ -29,6 +29,7 @@ from minimart.bootstrap import Container
 from minimart.console.client import OrderClient
 from minimart.handlers.orders import place_order
 from minimart.local import servers, stack
+from minimart.local.dispatcher import COMMIT_INTERVAL_S
 from minimart.local.servers.supervision import Supervisor
 from minimart.observability import tracing
 from minimart.observability.trace_view import SpanRecord, read_spans, span_files, trace_dir
@@ -263,6 +264,11 @@ def kill_dispatcher_holding_a_delivery(settings: Settings, service: str) -> Call
         with paused(settings, function.process_name):
             eventually(lambda: unread_requests(function.port), timeout=30,
                        what=f"a delivery waiting at {service}")  # fmt: skip
+            # Let the dispatcher commit whatever it would (it commits done offsets every
+            # COMMIT_INTERVAL_S): the record in flight must not be among them. A negative
+            # wait, shorter than the delivery timeout, so the request is not yet retried.
+            time.sleep(4 * COMMIT_INTERVAL_S)
+            assert unread_requests(function.port)
             assert stack.kill(settings, dispatcher) is not None
 
     return fault
