@@ -19,6 +19,7 @@ from minimart.console.client import OrderClient
 from minimart.local import stack
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
+from tests import replaying
 from tests.reliability.saga import US, assert_books, place_batch, wait_final
 from tests.stack import eventually, new_sku, stock_of
 
@@ -85,7 +86,7 @@ def test_transient_dead_letters_are_redriven_by_themselves_and_change_nothing(
         return all(len(now[key(r)]) > len(before[key(r)]) for r in rest)
 
     eventually(all_redriven, timeout=120, what="every transient dead letter re-driven")
-    replay.wait_drained(settings, timeout=120)
+    replaying.wait_drained(settings, timeout=120)
     after = _copies(settings, ids)
     # The dead-letter topic has one partition, read in order: the poison letter, written
     # first, was decided before any of the others was re-driven, and stayed where it was.
