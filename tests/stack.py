@@ -16,7 +16,8 @@ import psycopg
 
 from minimart.local import stack
 from minimart.local.servers.kafka_broker import jars_present
-from minimart.settings import Settings
+from minimart.manifests import load_topology
+from minimart.settings import PROJECT_ROOT, Settings
 
 T = TypeVar("T")
 
@@ -41,6 +42,14 @@ def eventually(check: Callable[[], T], timeout: float = 30.0, what: str = "condi
             return last
         time.sleep(0.05)
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def dead_letter_within_s(topic: str, slack_s: float = 60.0) -> float:
+    """How long the KafkaSources reading ``topic`` take at most to dead-letter an event their
+    sink keeps failing fast (every backoff of the retry budget), plus ``slack_s``."""
+    sources = [s for s in load_topology(PROJECT_ROOT).sources if topic in s.topics]
+    budgets = [sum(s.delivery.backoff(n) for n in range(1, s.delivery.retry + 1)) for s in sources]
+    return max(budgets, default=0.0) + slack_s
 
 
 def new_sku(settings: Settings, stock: int, price_cents: int = 1_000) -> str:
