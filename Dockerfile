@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image per minimart function: `docker build --build-arg FUNCTION=inventory .`
 # (skaffold.yaml builds one artifact per function with FUNCTION and SIGNATURE set).
-#   FUNCTION   a folder of functions/ (order, inventory, payment, shipping, notification, order-status)
+#   FUNCTION   a folder of functions/ (order, inventory, payment, shipping, notification,
+#              order-status, redrive)
 #   SIGNATURE  http for the order ingress, cloudevent for the KafkaSource-fed functions
 
 FROM python:3.11-slim AS build

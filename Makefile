@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: install demo up down status order test test-unit test-integration test-e2e lint typecheck check-all
+.PHONY: install demo up dev down status order test test-unit test-integration test-e2e lint typecheck check-all
 
 install:  ## install what is missing: Debian packages, the Python venv, the Kafka jars
 	bash scripts/install.sh
@@ -13,6 +13,9 @@ demo: install  ## bring the stack up and run one order down each saga path
 
 up: install  ## start servers, functions and dispatchers on 127.0.0.1 (reuses what runs)
 	$(PYTHON) -m minimart.local up
+
+dev: install  ## the stack with every function restarting when its code changes; follows their logs
+	$(PYTHON) -m minimart.local dev
 
 down:  ## stop everything `make up` started
 	$(PYTHON) -m minimart.local down

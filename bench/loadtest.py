@@ -73,7 +73,7 @@ def run_report(settings: Settings, started: float, ended: float) -> dict[str, An
         "accepted": int(accepted),
         "completed": int(final),
         "completed_per_s": round(final / span, 1) if span > 0 else None,
-        "last_completion_after_run_s": round(float(last) - ended, 1) if last else None,
+        "last_completion_after_run_s": round(max(0.0, float(last) - ended), 1) if last else None,
     }
 
 

@@ -32,6 +32,7 @@ from minimart.handlers.ports import (
     OrderUnitOfWork,
     PaymentUnitOfWork,
     Publisher,
+    RecordPublisher,
     ShipmentStore,
 )
 from minimart.observability import metrics
@@ -120,6 +121,11 @@ class Container:
         return KafkaPublisher(producer, inject_headers=otel.kafka_header_injector())
 
     @cached_property
+    def records(self) -> RecordPublisher:
+        """Records published as they are: the redrive function's dead letters."""
+        return KafkaPublisher(make_producer(self.settings.kafka_bootstrap, "redrive"))
+
+    @cached_property
     def shipments(self) -> ShipmentStore:
         return MongoShipments(shipments_collection(self.settings.mongo_url))
 
@@ -166,6 +172,7 @@ class Container:
 WARM_UP: Mapping[str, tuple[str, ...]] = {
     "order": ("orders_pool", "intake", "publisher"),
     "order-status": ("orders_pool", "publisher"),
+    "redrive": ("records",),  # it publishes dead letters again (minimart.entrypoints)
     "inventory": ("inventory_pool", "publisher"),
     "payment": ("payments_pool", "publisher"),
     "shipping": ("shipments", "publisher"),

@@ -19,6 +19,10 @@ from cloudevents.http import CloudEvent
 
 SOURCE_PREFIX = "/minimart"
 DEAD_LETTER_TOPIC = "minimart.deadletter"
+# The extensions a KafkaSource adds to what it dead-letters (Knative's names), and the one
+# minimart adds to an event each time it is re-driven.
+ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
+REDRIVES_EXTENSION = "minimartredrives"
 _EVENT_ID_NAMESPACE = uuid.UUID("5b0e5f0e-9d1c-4c6e-9c61-6d696e696d61")
 
 

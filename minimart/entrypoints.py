@@ -7,23 +7,28 @@ anything transient raises, which answers 500 and is retried.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urljoin
 
 import flask
+import requests
 from cloudevents.http import CloudEvent
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from minimart.bootstrap import STEPS, Container, bootstrap
 from minimart.catalog import InvalidEvent, parse
+from minimart.handlers import redrive
 from minimart.observability import tracing
 from minimart.problems import problem
 
 log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_S = 2.0
 
 EVENTS_HANDLED = Counter(
     "minimart_events_handled_total",
@@ -87,7 +92,8 @@ def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
     c = container_of(flask.current_app)
     decode_binary_attributes(cloud_event, flask.request.mimetype)
     attributes = cloud_event.get_attributes()
-    parent = tracing.extract(flask.request.headers, attributes)  # transport, then extension
+    # transport, then extension
+    parent = tracing.extract(tracing.transport_headers(flask.request.headers), attributes)
     event_type = str(attributes.get("type", ""))
     with tracing.server_span(
         f"{service} {event_type.removeprefix('com.minimart.')}",
@@ -133,6 +139,39 @@ def _handle(service: str, cloud_event: CloudEvent, c: Container) -> None:
     tracing.annotate({"minimart.emitted": [e.type.short for e in emitted]})
     EVENTS_HANDLED.labels(service, event.type.short, "ok").inc()
     STEP_SECONDS.labels(service, event.type.short).observe(time.perf_counter() - started)
+
+
+def handle_dead_letter(cloud_event: CloudEvent) -> None:
+    """The re-drive function: a dead letter back to its topic when its failure was transient
+    and its sink is healthy again (``minimart.handlers.redrive``); 503 while the sink is down,
+    so the re-drive KafkaSource retries later; a poison letter is left where it is."""
+    c = container_of(flask.current_app)
+    decode_binary_attributes(cloud_event, flask.request.mimetype)
+    if "ce-specversion" in flask.request.headers:  # binary mode: the body is the data as it was
+        data = flask.request.get_data()
+    else:
+        body = cloud_event.get_data()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    letter = redrive.DeadLetter({k: str(v) for k, v in cloud_event.get_attributes().items()}, data)
+    decision = redrive.decide(
+        letter, own_host=flask.request.host, sink_healthy=lambda: _healthy(letter.destination)
+    )
+    level = logging.WARNING if decision.verdict is redrive.Verdict.KEEP else logging.INFO
+    log.log(level, "dead letter %s (HTTP %s from %s): %s, %s", cloud_event.get("id"),
+            letter.code, letter.destination, decision.verdict, decision.reason)  # fmt: skip
+    EVENTS_HANDLED.labels("redrive", "deadletter", decision.verdict.value).inc()
+    if decision.verdict is redrive.Verdict.WAIT:
+        flask.abort(problem(503, "sink-down", "Sink not healthy yet", decision.reason))
+    if decision.verdict is redrive.Verdict.REDRIVE and letter.topic is not None:
+        record = redrive.redriven(letter, letter.topic)
+        c.records.publish_record(record.topic, record.key, record.value, record.headers)
+
+
+def _healthy(sink_url: str) -> bool:
+    try:
+        return requests.get(urljoin(sink_url, "/healthz"), timeout=HEALTH_TIMEOUT_S).ok
+    except requests.RequestException:
+        return False
 
 
 def install_operational_routes(app: flask.Flask, service: str) -> None:

@@ -75,11 +75,13 @@ class KafkaSourceSpec:
 
 @dataclass(frozen=True)
 class FunctionService:
-    """A Knative Service of ``k8s/``: the function it runs and whether it is public."""
+    """A Knative Service of ``k8s/``: the function it runs, whether it is public, and the topics
+    it publishes to (its ``minimart.dev/produces`` annotation)."""
 
     name: str
     function: str
     public: bool
+    produces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ def _function_service(document: Mapping[str, Any]) -> FunctionService:
         name=metadata["name"],
         function=annotations.get("minimart.dev/function", metadata["name"]),
         public=labels.get("networking.knative.dev/visibility") != "cluster-local",
+        produces=tuple(t for t in annotations.get("minimart.dev/produces", "").split(",") if t),
     )
 
 

@@ -9,8 +9,8 @@ kind-up:  ## create the kind cluster, install Knative + the Kafka source/sink, d
 kind-down:  ## delete the kind cluster and its volumes
 	bash scripts/kind-down.sh
 
-deploy:  ## rebuild the images and redeploy to the kind cluster made by `make kind-up`
-	skaffold run -p local-kind --default-repo=kind.local --kube-context kind-minimart
+deploy:  ## rebuild the images, redeploy to the kind cluster of `make kind-up`, wait until Ready
+	bash scripts/kind-up.sh deploy
 
-validate-manifests:  ## validate k8s/, eventing/, skaffold.yaml, kind-config.yaml offline
+validate-manifests:  ## validate k8s/, eventing/, skaffold.yaml, kind-config.yaml offline (Knative's own code included; needs Go)
 	$(PYTHON) -m pytest tests/deploy -q

@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 CHECK_ARGS ?=
 
-.PHONY: check reliability
+.PHONY: check reliability soak soak-short
 
 check:  ## check the books of everything in the running stack (orders, stock, money, ...)
 	$(PYTHON) -m minimart.local check --wait 30 $(CHECK_ARGS)
@@ -10,3 +10,11 @@ check:  ## check the books of everything in the running stack (orders, stock, mo
 reliability: up  ## every fault scenario (slow ones too) on the running stack, then the books of the whole run
 	$(PYTHON) -m pytest tests/reliability -q -p no:randomly --durations=0
 	$(PYTHON) -m minimart.local check --wait 60 --allow-dead-letter-prefix poison- $(CHECK_ARGS)
+
+SOAK_ARGS ?=
+
+soak: up  ## chaos soak (~9 min): 10 orders/s while random processes are SIGKILLed; bench/soak.json + .png
+	$(PYTHON) -m bench.soak $(SOAK_ARGS)
+
+soak-short: up  ## the same soak, short (~4 min): 60 s of chaos after a 20 s baseline
+	$(PYTHON) -m bench.soak --seconds 60 --baseline 20 --out .minimart/soak-short.json $(SOAK_ARGS)

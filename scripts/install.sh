@@ -32,6 +32,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v dot >/dev/null 2>&1 || missing+=(graphviz)  # make topology: docs/topology.png
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v "$PYTHON" >/dev/null 2>&1 || missing+=(python3)
 if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then

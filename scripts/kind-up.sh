@@ -22,6 +22,7 @@ KNATIVE_EVENTING_VERSION="${KNATIVE_EVENTING_VERSION:-knative-v1.16.7}"
 KNATIVE_KAFKA_VERSION="${KNATIVE_KAFKA_VERSION:-knative-v1.16.3}"
 # skaffold.yaml's apiVersion skaffold/v4beta13 is read by skaffold 2.15 and later only.
 SKAFFOLD_MINIMUM="2.15"
+KIND_RELEASE="0.25"
 # Kourier's HTTP port as kind-config.yaml publishes it on the host.
 INGRESS="http://127.0.0.1:8080"
 
@@ -47,6 +48,10 @@ check_tools() {
   IFS=. read -r major minor _ <<<"${version#v}"
   if (( major < 2 || (major == 2 && minor < ${SKAFFOLD_MINIMUM#2.}) )); then
     die "skaffold $version cannot read skaffold.yaml (skaffold/v4beta13): install skaffold >= $SKAFFOLD_MINIMUM"
+  fi
+  # kind-config.yaml's node image is built for this kind release; others may not run it.
+  if ! kind version | grep -q "^kind v${KIND_RELEASE}\b"; then
+    echo "kind-up: warning: $(kind version) is not kind v${KIND_RELEASE}, the release the node image of kind-config.yaml is built for" >&2
   fi
 }
 
@@ -102,6 +107,10 @@ install_observability() {
 deploy_minimart() {
   log "building and deploying minimart (skaffold run -p local-kind)"
   kubectl config use-context "$CONTEXT" >/dev/null
+  # skaffold labels every pod template with a new skaffold.dev/run-id on each run, and a Job's
+  # template is immutable: re-applying create-topics would be refused, so the last one goes
+  # first (the new one creates only the topics that are missing).
+  k delete job create-topics --namespace minimart --ignore-not-found
   skaffold run -p local-kind --default-repo=kind.local --kube-context "$CONTEXT"
 }
 

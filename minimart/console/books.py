@@ -175,7 +175,7 @@ def _orders(settings: Settings, scope: Scope) -> list[OrderRow]:
 def _payments(settings: Settings, ids: Sequence[str] | None) -> list[PaymentRow]:
     rows = _rows(
         settings.payments_dsn,
-        f"SELECT order_id::text AS order_id, status, amount_cents FROM payments {_BY_ORDER}",
+        "SELECT order_id::text AS order_id, status, amount_cents FROM payments " + _BY_ORDER,
         {"ids": ids},
     )
     return [PaymentRow(r["order_id"], r["status"], int(r["amount_cents"])) for r in rows]
@@ -184,7 +184,7 @@ def _payments(settings: Settings, ids: Sequence[str] | None) -> list[PaymentRow]
 def _reservations(settings: Settings, ids: Sequence[str] | None) -> list[ReservationRow]:
     rows = _rows(
         settings.inventory_dsn,
-        f"SELECT order_id::text AS order_id, sku, quantity, state FROM reservations {_BY_ORDER}",
+        "SELECT order_id::text AS order_id, sku, quantity, state FROM reservations " + _BY_ORDER,
         {"ids": ids},
     )
     return [ReservationRow(r["order_id"], r["sku"], int(r["quantity"]), r["state"]) for r in rows]

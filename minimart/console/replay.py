@@ -28,13 +28,12 @@ import urllib3
 from kafka import KafkaProducer, TopicPartition
 
 from minimart import kafka_clients
-from minimart.catalog import DEAD_LETTER_TOPIC, EventType
+from minimart.catalog import DEAD_LETTER_TOPIC, ERROR_EXTENSIONS, EventType
 from minimart.local.delivery import STRUCTURED_CONTENT_TYPE, to_event
 from minimart.settings import Settings
 
 SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)
 _HTML_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.S)
-ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
 # Members of a structured-mode event that are its data, not attributes.
 _STRUCTURED_DATA = ("data", "data_base64")
 

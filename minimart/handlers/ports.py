@@ -140,3 +140,11 @@ class NotificationOutbox(Protocol):
 class Publisher(Protocol):
     def publish(self, events: Sequence[Event], source: str) -> None:
         """Publish to Kafka and return only once every event is durable (acks=all)."""
+
+
+class RecordPublisher(Protocol):
+    def publish_record(
+        self, topic: str, key: bytes | None, value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> None:  # fmt: skip
+        """Publish one record as it is (a dead letter going back to its topic); durable."""

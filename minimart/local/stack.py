@@ -41,6 +41,8 @@ READY_TIMEOUT_S = 90.0
 CODE_FOLDERS = ("minimart", "functions", "eventing", "k8s")
 CODE_HASH_VARIABLE = "MINIMART_CODE_HASH"
 _STACK_PREFIXES = ("fn-", "dispatch-")
+# What `up(reload=True)` watches: a change to a Python file there restarts every function.
+RELOAD_FOLDERS = ("minimart", "functions")
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,18 @@ def _env(settings: Settings, service: str) -> dict[str, str]:
     )
 
 
-def function_program(fn: FunctionProcess, settings: Settings, code: str) -> Program:
-    argv = (
+def reloading(argv: Sequence[str]) -> tuple[str, ...]:
+    """``argv`` under ``minimart.local.reload``, which starts it anew whenever a Python file
+    of ``RELOAD_FOLDERS`` changes: ``make dev``, as ``skaffold dev`` redeploys on the cluster.
+    supervisord supervises the runner, and stops it with its child (one process group)."""
+    watched = [f"--watch={PROJECT_ROOT / folder}" for folder in RELOAD_FOLDERS]
+    return (_python(), "-m", "minimart.local.reload", *watched, "--", *argv)
+
+
+def function_program(
+    fn: FunctionProcess, settings: Settings, code: str, reload: bool = False
+) -> Program:
+    argv: tuple[str, ...] = (
         str(Path(_python()).parent / "functions-framework"),
         "--target=handle",
         f"--source={fn.source}",
@@ -145,6 +157,8 @@ def function_program(fn: FunctionProcess, settings: Settings, code: str) -> Prog
         "--host=127.0.0.1",
         f"--port={fn.port}",
     )
+    if reload:
+        argv = reloading(argv)
     env = {**_env(settings, fn.service), CODE_HASH_VARIABLE: code}
     return Program(fn.process_name, argv, PROJECT_ROOT, env, priority=300)
 
@@ -207,14 +221,16 @@ def _in_parallel(wait: Callable[[Any], None], items: Sequence[Any]) -> None:
         list(pool.map(wait, items))
 
 
-def up(settings: Settings, plan: StackPlan | None = None) -> list[str]:
+def up(settings: Settings, plan: StackPlan | None = None, reload: bool = False) -> list[str]:
     """Bring the whole stack up under supervisord, reusing whatever already runs (a function
-    or dispatcher whose code changed is restarted); the names it started."""
+    or dispatcher whose code changed is restarted); the names it started. ``reload``: every
+    function restarts by itself when its code changes (``reloading``); a later ``up``
+    without it puts them back."""
     plan = plan or plan_stack(settings)
     started = list(servers.ensure_up(settings, INFRASTRUCTURE))
     sup = Supervisor(settings)
     code = code_hash()
-    programs = [function_program(fn, settings, code) for fn in plan.functions]
+    programs = [function_program(fn, settings, code, reload) for fn in plan.functions]
     programs += [dispatcher_program(d, settings, code) for d in plan.dispatchers]
     with sup.lock("stack"):
         sup.define(programs)
@@ -282,19 +298,36 @@ def kill(settings: Settings, name: str) -> int | None:
     return servers.kill(settings, name)
 
 
+def answers(settings: Settings, name: str, plan: StackPlan | None = None) -> bool:
+    """Whether program ``name`` of the stack answers: a server a real request, a function
+    its /healthz, a dispatcher (running) its metrics port."""
+    plan = plan or plan_stack(settings)
+    server = servers.infrastructure(settings).get(name)
+    if server is not None:
+        return _ready_server(server)
+    for fn in plan.functions:
+        if fn.process_name == name:
+            return _healthy(fn.url)
+    for d in plan.dispatchers:
+        if d.process_name == name:
+            running = Supervisor(settings).pid(name) is not None
+            return running and process.port_open("127.0.0.1", d.metrics_port)
+    raise KeyError(name)
+
+
+def programs(plan: StackPlan) -> list[str]:
+    """Every program of the stack: the servers, the functions, the dispatchers."""
+    return [
+        *INFRASTRUCTURE,
+        *(fn.process_name for fn in plan.functions),
+        *(d.process_name for d in plan.dispatchers),
+    ]
+
+
 def not_ready(settings: Settings, plan: StackPlan | None = None) -> list[str]:
     """The programs of the stack that do not answer yet (empty: every one is ready)."""
     plan = plan or plan_stack(settings)
-    pending = []
-    for name, server in servers.infrastructure(settings).items():
-        if name in INFRASTRUCTURE and not _ready_server(server):
-            pending.append(name)
-    pending += [fn.process_name for fn in plan.functions if not _healthy(fn.url)]
-    sup = Supervisor(settings)
-    for d in plan.dispatchers:
-        if sup.pid(d.process_name) is None or not process.port_open("127.0.0.1", d.metrics_port):
-            pending.append(d.process_name)
-    return pending
+    return [name for name in programs(plan) if not answers(settings, name, plan)]
 
 
 def _ready_server(server: servers.ManagedServer) -> bool:

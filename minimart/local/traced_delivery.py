@@ -14,6 +14,8 @@ import threading
 from collections.abc import Mapping
 from dataclasses import replace
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from minimart.local.delivery import (
@@ -91,7 +93,8 @@ class TracedDeliverer:
         self, record: Record, conn: SinkConnection, stop: threading.Event
     ) -> DeliveryResult:
         transport, extension, ids = _record_carriers(record)
-        with tracing.tracer().start_as_current_span(
+        tracer = tracing.tracer()
+        span = tracer.start_span(
             f"{record.topic} process",
             context=tracing.extract(transport, extension),
             kind=SpanKind.CONSUMER,
@@ -107,25 +110,50 @@ class TracedDeliverer:
                 tracing.EVENT_ID: ids.get("id", ""),
                 tracing.EVENT_TYPE: ids.get("type", ""),
             },
-        ) as span:
-            result = self.inner.deliver(record, conn, stop, attempt=self._attempt)
+        )
+        # Current while the record is handled (the dead-letter span is its child); the attempt
+        # spans get it explicitly (cheaper than making each current in turn).
+        parent = trace.set_span_in_context(span)
+        token = otel_context.attach(parent)
+
+        def attempt(conn: SinkConnection, event: OutgoingEvent, number: int) -> Attempt:
+            return self._attempt(tracer, parent, conn, event, number)
+
+        try:
+            result = self.inner.deliver(record, conn, stop, attempt=attempt)
             span.set_attribute(tracing.OUTCOME, result.outcome.value)
             span.set_attribute("minimart.delivery.attempts", result.attempts)
             if result.outcome is not Outcome.DELIVERED:
                 tracing.fail(span, result.outcome.value)
             return result
+        except BaseException as exc:
+            span.record_exception(exc)
+            tracing.fail(span, f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
 
-    def _attempt(self, conn: SinkConnection, event: OutgoingEvent, number: int) -> Attempt:
-        with tracing.tracer().start_as_current_span(
+    def _attempt(
+        self,
+        tracer: trace.Tracer,
+        parent: otel_context.Context,
+        conn: SinkConnection,
+        event: OutgoingEvent,
+        number: int,
+    ) -> Attempt:
+        span = tracer.start_span(
             f"deliver {self.spec.name}",
+            context=parent,
             kind=SpanKind.CLIENT,
             attributes={
                 "http.request.method": "POST",
                 "url.full": self.sink_url,
                 "minimart.delivery.attempt": number,
             },
-        ) as span:
-            carrier = tracing.current_headers()
+        )
+        try:
+            carrier = tracing.headers_of(span)
             if carrier:
                 event = replace(event, trace={**event.trace, **carrier})
             result = self.inner.attempt(conn, event, number)
@@ -134,3 +162,5 @@ class TracedDeliverer:
                 span.set_attribute("minimart.delivery.retryable", result.retryable)
                 tracing.fail(span, result.error or f"HTTP {result.status}")
             return result
+        finally:
+            span.end()

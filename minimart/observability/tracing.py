@@ -53,7 +53,8 @@ EVENT_TYPE = "cloudevents.event_type"
 EVENT_SOURCE = "cloudevents.event_source"
 TRACE_HEADERS = ("traceparent", "tracestate")
 FILE_EXPORT_DELAY_MS = 200
-# Client libraries traced with their OpenTelemetry instrumentation packages.
+# Client libraries traced: PostgreSQL by db_tracing (a span per unit of work), the others with
+# their OpenTelemetry instrumentation packages.
 CLIENT_LIBRARIES = ("psycopg", "pymongo", "redis", "kafka")
 
 _lock = threading.Lock()
@@ -97,33 +98,48 @@ def _hex(value: int, width: int) -> str:
     return f"{value:0{width}x}"
 
 
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not attributes:
+        return {}
+    # The SDK's BoundedAttributes iterates in Python, taking a lock per key; its plain dict
+    # (when it has one) reads the same items at C speed.
+    items = getattr(attributes, "_dict", attributes)
+    return {k: v if type(v) in _PLAIN_TYPES else _plain(v) for k, v in items.items()}
+
+
 def span_to_json(span: ReadableSpan, with_resource: bool = True) -> dict[str, Any]:
     """One span as a flat, OTLP-JSON-like document (ids in hex, times in Unix nanoseconds)."""
     ctx = span.get_span_context()
     parent = span.parent
     resource = span.resource.attributes if span.resource else {}
+    status = span.status
     document = {
-        "traceId": _hex(ctx.trace_id, 32) if ctx else "",
-        "spanId": _hex(ctx.span_id, 16) if ctx else "",
-        "parentSpanId": _hex(parent.span_id, 16) if parent else "",
+        "traceId": format(ctx.trace_id, "032x") if ctx else "",
+        "spanId": format(ctx.span_id, "016x") if ctx else "",
+        "parentSpanId": format(parent.span_id, "016x") if parent else "",
         "name": span.name,
         "kind": span.kind.name,
         "startTimeUnixNano": span.start_time,
         "endTimeUnixNano": span.end_time,
         "service": resource.get("service.name", ""),
-        "attributes": {k: _plain(v) for k, v in (span.attributes or {}).items()},
-        "status": {"code": span.status.status_code.name, "message": span.status.description or ""},
+        "attributes": _attributes(span.attributes),
+        "status": {"code": status.status_code.name, "message": status.description or ""},
         "events": [
             {
                 "name": event.name,
                 "timeUnixNano": event.timestamp,
-                "attributes": {k: _plain(v) for k, v in (event.attributes or {}).items()},
+                "attributes": _attributes(event.attributes),
             }
             for event in span.events
-        ],
+        ]
+        if span.events
+        else [],
     }
     if with_resource:
-        document["resource"] = {k: _plain(v) for k, v in resource.items()}
+        document["resource"] = _attributes(resource)
     return document
 
 
@@ -241,9 +257,9 @@ def _new_provider(settings: Settings) -> TracerProvider:
 def _instrument(library: str, provider: TracerProvider) -> None:
     try:
         if library == "psycopg":
-            from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+            from minimart.observability import db_tracing
 
-            PsycopgInstrumentor().instrument(tracer_provider=provider)
+            db_tracing.instrument(provider.get_tracer(TRACER_NAME))
         elif library == "pymongo":
             from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
 
@@ -302,11 +318,29 @@ def extract(*carriers: Carrier) -> otel_context.Context:
     return otel_context.Context()
 
 
+def transport_headers(headers: Any) -> dict[str, str]:
+    """The trace headers of an HTTP request (``headers.get`` by name: a WSGI request's
+    headers are built from its environ on every iteration)."""
+    return {name: value for name in TRACE_HEADERS if (value := headers.get(name))}
+
+
 def current_headers() -> dict[str, str]:
     """``traceparent``/``tracestate`` of the current span ({} when there is none)."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return {k: v for k, v in carrier.items() if k in TRACE_HEADERS}
+
+
+def headers_of(span: Span) -> dict[str, str]:
+    """``traceparent``/``tracestate`` of ``span`` (W3C trace context), written directly: what
+    ``propagate.inject`` writes for it, without a context to attach first."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return {}
+    headers = {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"}
+    if ctx.trace_state:
+        headers["tracestate"] = ctx.trace_state.to_header()
+    return headers
 
 
 def kafka_header_injector() -> Callable[[list[tuple[str, bytes]]], None]:

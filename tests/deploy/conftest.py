@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy import kube
+from tests.deploy import kube, upstream
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +53,12 @@ def all_rendered(builds: dict[Path, kube.Build]) -> list[dict[str, Any]]:
 def each_build(request: pytest.FixtureRequest, builds: dict[Path, kube.Build]) -> kube.Build:
     """One kustomization root's build (a check that holds for every root runs once per root)."""
     return builds[request.param]
+
+
+@pytest.fixture(scope="session")
+def programs() -> Path:
+    """tests/knative-check built (cached): knative-check and kubectl's kustomize."""
+    try:
+        return upstream.build()
+    except upstream.UpstreamCheckError as exc:
+        pytest.fail(str(exc), pytrace=False)

@@ -26,7 +26,8 @@ import yaml
 from minimart.settings import PROJECT_ROOT
 
 SCHEMAS_DIR = PROJECT_ROOT / "tests" / "deploy" / "schemas"
-KUBERNETES_VERSION = "1.32"
+# The Kubernetes of the kind node image (kind-config.yaml): built-in kinds are checked against it.
+KUBERNETES_VERSION = "1.29"
 MANIFEST_FOLDERS = ("k8s", "eventing")
 TOP_LEVEL_FILES = ("skaffold.yaml", "kind-config.yaml")
 KUSTOMIZE_ROOT = PROJECT_ROOT / "k8s"

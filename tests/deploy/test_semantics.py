@@ -9,9 +9,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 import yaml
 
+from minimart import bootstrap
 from minimart.catalog import DEAD_LETTER_TOPIC, EventType
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.deploy import kube
@@ -20,7 +20,6 @@ KNATIVE = "serving.knative.dev"
 INGRESS = "order"
 PRODUCES = "minimart.dev/produces"
 FUNCTION = "minimart.dev/function"
-HOST = "minimart.dev/host"
 VISIBILITY = "networking.knative.dev/visibility"
 RBAC = "rbac.authorization.k8s.io"
 BINDINGS = ((RBAC, "RoleBinding"), (RBAC, "ClusterRoleBinding"))
@@ -45,6 +44,8 @@ EMITS: Mapping[str, frozenset[EventType]] = {
     "shipping": frozenset({EventType.SHIPPING_PREPARED, EventType.SHIPPING_FAILED}),
     "order-status": frozenset({EventType.ORDER_CONFIRMED, EventType.ORDER_CANCELLED}),
     "notification": frozenset({EventType.NOTIFICATION_SENT}),
+    # It publishes dead letters again to their own topic, whichever that is.
+    "redrive": frozenset(EventType),
 }
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -284,7 +285,11 @@ def test_produced_topics_are_those_of_the_catalog(rendered: list[dict[str, Any]]
 
 
 def test_every_consumed_topic_is_produced_and_the_reverse(rendered: list[dict[str, Any]]) -> None:
-    produced = set().union(*(_produces(k) for k in _ksvcs(rendered).values()))
+    dead_letters = {
+        s["spec"]["topic"] for s in kube.of_kind(rendered, "eventing.knative.dev", "KafkaSink")
+    }
+    # A KafkaSink produces its topic (the dead letters the redrive function reads).
+    produced = set().union(*(_produces(k) for k in _ksvcs(rendered).values())) | dead_letters
     consumed = {
         topic
         for source in kube.of_kind(rendered, "sources.knative.dev", "KafkaSource")
@@ -292,11 +297,8 @@ def test_every_consumed_topic_is_produced_and_the_reverse(rendered: list[dict[st
     }
     assert consumed - produced == set(), "consumed, but no function produces them"
     assert produced - consumed == set(), "produced, but no KafkaSource consumes them"
-    dead_letters = {
-        s["spec"]["topic"] for s in kube.of_kind(rendered, "eventing.knative.dev", "KafkaSink")
-    }
     topics = _topics_configmap(rendered)
-    assert set(topics) == produced | dead_letters, "minimart-topics differs from the wiring"
+    assert set(topics) == produced, "minimart-topics differs from the wiring"
     assert all(re.fullmatch(r"[1-9][0-9]*", n) for n in topics.values()), topics
 
 
@@ -319,8 +321,6 @@ def test_only_the_order_service_is_public(rendered: list[dict[str, Any]]) -> Non
     }
     assert public == {INGRESS}
     assert INGRESS in ksvcs and VISIBILITY not in ksvcs[INGRESS]["metadata"].get("labels", {})
-    hosts = {n for n, k in ksvcs.items() if HOST in k["metadata"].get("annotations", {})}
-    assert hosts == {INGRESS}
 
 
 def test_nothing_else_is_exposed_outside_the_cluster(each_build: kube.Build) -> None:
@@ -542,7 +542,6 @@ _POOL_DSN = {
 
 def _assert_builds_only_what_it_is_given(name: str, env: Mapping[str, str]) -> None:
     """The databases a function warms up (minimart.bootstrap) are those it gets a DSN for."""
-    bootstrap = pytest.importorskip("minimart.bootstrap")
     warm_up = getattr(bootstrap, "WARM_UP", None)
     if warm_up is None:
         return
@@ -604,6 +603,27 @@ def _bound_service_accounts(rendered: list[dict[str, Any]]) -> set[tuple[str, st
         for subject in binding.get("subjects", [])
         if subject["kind"] == "ServiceAccount"
     }
+
+
+# The volume types the "restricted" Pod Security Standard allows.
+RESTRICTED_VOLUMES = frozenset(
+    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim"}
+    | {"projected", "secret"}
+)
+
+
+def test_the_minimart_namespace_enforces_restricted(rendered: list[dict[str, Any]]) -> None:
+    """Enforced, not just warned: the hardening test below is what lets every pod in."""
+    (namespace,) = kube.of_kind(rendered, "", "Namespace")
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == f"v{kube.KUBERNETES_VERSION}"
+    for doc in _workloads(rendered):
+        for pod in kube.pod_specs(doc):
+            for volume in pod.get("volumes", []):
+                kinds = set(volume) - {"name"}
+                assert kinds <= RESTRICTED_VOLUMES, f"{_where(doc)}: volume {volume['name']}"
+            assert not pod.get("hostPID") and not pod.get("hostIPC"), _where(doc)
 
 
 def test_every_container_is_hardened_with_resources_and_probes(each_build: kube.Build) -> None:
@@ -779,17 +799,29 @@ def test_kind_up_applies_the_observability_stack_and_docs_forward_it(
             assert int(remote) in ports, f"{where}: {name} has no port {remote}"
 
 
+def _knative_versions() -> dict[str, str]:
+    pattern = r'(KNATIVE_\w+_VERSION)="\$\{\w+:-(knative-v[\d.]+)\}"'
+    return dict(re.findall(pattern, _kind_up()))
+
+
+def _release(version: str) -> tuple[int, int]:
+    """knative-v1.<line>.<patch> -> (line, patch)."""
+    match = re.fullmatch(r"knative-v1\.(\d+)\.(\d+)", version)
+    assert match, version
+    return int(match.group(1)), int(match.group(2))
+
+
 def test_kind_up_installs_pinned_consistent_knative_releases() -> None:
     script = _kind_up()
-    versions = dict(re.findall(r'(KNATIVE_\w+_VERSION)="\$\{\w+:-(knative-v[\d.]+)\}"', script))
+    versions = _knative_versions()
     assert set(versions) == {
         "KNATIVE_SERVING_VERSION",
         "KNATIVE_KOURIER_VERSION",
         "KNATIVE_EVENTING_VERSION",
         "KNATIVE_KAFKA_VERSION",
     }
-    assert len(set(versions.values())) == 1, versions
-    assert re.fullmatch(r"knative-v1\.\d+\.\d+", next(iter(versions.values())))
+    lines = {_release(v)[0] for v in versions.values()}
+    assert len(lines) == 1, f"one release line for every component: {versions}"
     for repo in (
         "knative/serving",
         "knative/net-kourier",
@@ -811,21 +843,137 @@ def test_kind_up_installs_pinned_consistent_knative_releases() -> None:
     assert "skaffold run -p local-kind --default-repo=kind.local" in script
 
 
+def _go_requirements() -> dict[str, str]:
+    go_mod = (PROJECT_ROOT / "tests" / "knative-check" / "go.mod").read_text()
+    return dict(re.findall(r"^\s+(\S+) (v\S+)(?: // indirect)?$", go_mod, re.M))
+
+
+def test_the_go_check_is_pinned_to_the_release_line_the_cluster_installs() -> None:
+    """The knative.dev modules v0.<N>.<P> are the releases knative-v1.<N-27>.<P>."""
+    versions, required = _knative_versions(), _go_requirements()
+    for component, module in (
+        ("SERVING", "knative.dev/serving"),
+        ("EVENTING", "knative.dev/eventing"),
+    ):
+        line, patch = _release(versions[f"KNATIVE_{component}_VERSION"])
+        match = re.fullmatch(r"v0\.(\d+)\.(\d+)", required[module])
+        assert match, required[module]
+        assert int(match.group(1)) == line + 27, f"{module} {required[module]}: not 1.{line}"
+        assert int(match.group(2)) <= patch, module
+    # Serving is the exact release; eventing's patches after v0.43.3 are not on the module proxy
+    # (docs/deploy.md: the packages the check uses are unchanged up to knative-v1.16.7).
+    assert required["knative.dev/serving"] == "v0.43.3"
+    assert versions["KNATIVE_SERVING_VERSION"] == "knative-v1.16.3"
+    assert required["sigs.k8s.io/kind"] == "v0.25.0"
+    assert "built for\n# kind v0.25.0" in (PROJECT_ROOT / "kind-config.yaml").read_text()
+
+
+def _knative_config(namespace: str, name: str) -> dict[str, str]:
+    """The data of a ConfigMap of k8s/knative/ (what kind-up.sh merges into the release's)."""
+    (doc,) = [
+        m.doc
+        for path in sorted(kube.KNATIVE_CONFIG.glob("*.yaml"))
+        for m in kube.load_file(path)
+        if (m.doc["metadata"]["namespace"], m.name) == (namespace, name)
+    ]
+    return dict(doc["data"])
+
+
+def _kafka_sources(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return kube.of_kind(rendered, "sources.knative.dev", "KafkaSource")
+
+
 def test_knative_features_the_services_use_are_enabled(rendered: list[dict[str, Any]]) -> None:
-    """A Service field behind a Knative feature flag is refused unless kind-up.sh enables it."""
+    """A Service field behind a Knative feature flag is refused unless k8s/knative enables it."""
     schema_file = kube.SCHEMAS_DIR / "serving.knative.dev" / "service_v1.json"
     schema = json.loads(schema_file.read_text())
-    enabled = {
-        key
-        for patch in _patches(_kind_up())
-        for key, value in patch.get("data", {}).items()
-        if value == "enabled"
-    }
+    features = _knative_config("knative-serving", "config-features")
+    enabled = {key for key, value in features.items() if value == "enabled"}
     for ksvc in _ksvcs(rendered).values():
         for flag in _feature_flags(schema, ksvc):
-            assert flag in enabled, f"{_where(ksvc)} uses {flag}: enable it in kind-up.sh"
+            assert flag in enabled, f"{_where(ksvc)} uses {flag}: enable it in k8s/knative"
+    # The KafkaSources' per-attempt timeouts need eventing's delivery-timeout.
+    eventing = _knative_config("knative-eventing", "config-features")
+    if any("timeout" in s["spec"]["delivery"] for s in _kafka_sources(rendered)):
+        assert eventing.get("delivery-timeout") == "enabled"
+
+
+def test_kind_up_merges_every_knative_config_file_after_its_release() -> None:
+    """k8s/knative/<component>-config-*.yaml: a ConfigMap of knative-<component>, merged after
+    that component is installed (the same files tests/knative-check reads)."""
     script = _kind_up()
-    assert f'index .Annotations \\"{HOST}\\"' in script, "domain-template reads the host annotation"
+    files = sorted(kube.KNATIVE_CONFIG.glob("*"))
+    assert files
+    for path in files:
+        (manifest,) = kube.load_file(path)
+        component = path.name.split("-", 1)[0]
+        assert path.name.startswith(f"{component}-config-"), path.name
+        assert manifest.kind == "ConfigMap", manifest.where
+        assert manifest.doc["metadata"]["namespace"] == f"knative-{component}", manifest.where
+    merge = 'k patch -f "$file" --type merge --patch-file "$file"'
+    assert merge in script
+    for component, release in (("serving", "serving-core.yaml"), ("eventing", "eventing-core")):
+        call = f"configure k8s/knative/{component}-*.yaml\n"
+        assert call in script, call
+        assert script.index(f"/{release}") < script.index(call), f"{call} before {release}"
+
+
+def test_kind_up_waits_for_the_knative_resources_to_be_ready() -> None:
+    """skaffold's status check sees Deployments, StatefulSets and Pods only: kind-up.sh waits."""
+    script = _kind_up()
+    assert "for resource in ksvc route kafkasink kafkasource; do" in script
+    assert 'k wait "$resource" --all --namespace minimart --for=condition=Ready' in script
+    body = script[script.index("\ncase ") :]
+    for step in ("all)", "deploy)"):
+        start = body.index(step)
+        branch = body[start : body.index(";;", start)]
+        assert branch.index("deploy_minimart") < branch.index("wait_minimart"), step
+    assert body.rstrip().endswith("print_access")
+    # A Job's pod template is immutable and skaffold relabels it on every run.
+    deploy = script[script.index("deploy_minimart() {") :]
+    delete = "k delete job create-topics --namespace minimart --ignore-not-found"
+    assert deploy.index(delete) < deploy.index("  skaffold run "), "delete the Job before skaffold"
+    makefile = (PROJECT_ROOT / "mk" / "deploy.mk").read_text()
+    assert "bash scripts/kind-up.sh deploy" in makefile
+
+
+def test_the_dead_letter_sink_does_not_own_its_topic(rendered: list[dict[str, Any]]) -> None:
+    """With numPartitions and replicationFactor the sink reconciler owns (and deletes) the topic."""
+    topics = _topics_configmap(rendered)
+    for sink in kube.of_kind(rendered, "eventing.knative.dev", "KafkaSink"):
+        spec = sink["spec"]
+        assert "numPartitions" not in spec and "replicationFactor" not in spec, _where(sink)
+        assert spec["topic"] in topics, f"{_where(sink)}: the Job create-topics must make it"
+
+
+def test_the_kind_node_image_is_pinned_to_what_the_knative_line_supports() -> None:
+    """A Kubernetes minor the knative-v1.16 line is tested on, pinned by digest."""
+    (cluster,) = (m.doc for m in kube.load_file(PROJECT_ROOT / "kind-config.yaml"))
+    images = {node.get("image") for node in cluster["nodes"]}
+    assert len(images) == 1, images
+    (image,) = images
+    match = re.fullmatch(r"kindest/node:v(1\.\d+)\.\d+@sha256:[0-9a-f]{64}", str(image))
+    assert match, image
+    assert match.group(1) in {"1.28", "1.29"}, "serving's e2e matrix at knative-v1.16.3"
+    assert match.group(1) == kube.KUBERNETES_VERSION, "built-in kinds validate for that version"
+
+
+# skaffold.yaml's apiVersion -> the first skaffold release that reads it (`const Version` in
+# pkg/skaffold/schema/latest/config.go at v2.13.0, v2.14.0, v2.15.0).
+SKAFFOLD_READ_FROM = {
+    "skaffold/v4beta11": "2.13",
+    "skaffold/v4beta12": "2.14",
+    "skaffold/v4beta13": "2.15",
+}
+
+
+def test_the_skaffold_version_asked_for_reads_skaffold_yaml() -> None:
+    (skaffold,) = (m.doc for m in kube.load_file(PROJECT_ROOT / "skaffold.yaml"))
+    minimum = SKAFFOLD_READ_FROM[skaffold["apiVersion"]]
+    assert f'SKAFFOLD_MINIMUM="{minimum}"' in _kind_up()
+    docs = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
+    asked = re.findall(r"`skaffold` ≥ ([\d.]+)", docs)
+    assert asked and set(asked) == {minimum}, asked
 
 
 def _feature_flags(schema: Mapping[str, Any], value: Any) -> Iterator[str]:
@@ -846,9 +994,9 @@ def test_make_targets_and_docs() -> None:
     makefile = (PROJECT_ROOT / "mk" / "deploy.mk").read_text()
     for target in ("kind-up", "kind-down", "deploy", "validate-manifests"):
         assert re.search(rf"^{target}:", makefile, re.M), target
-    assert "skaffold run -p local-kind --default-repo=kind.local" in makefile
+    assert "bash scripts/kind-up.sh deploy" in makefile
     docs = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
-    for needle in ("make kind-up", "make kind-down", "http://localhost:8080/orders", "k6"):
+    for needle in ("make kind-up", "make kind-down", "http://127.0.0.1:8080/orders", "k6"):
         assert needle in docs, needle
     for doc in yaml.safe_load_all((PROJECT_ROOT / "kind-config.yaml").read_text()):
         assert doc["kind"] == "Cluster"

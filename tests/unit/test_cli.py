@@ -25,9 +25,10 @@ def commands() -> list[str]:
 def test_every_command_has_its_run() -> None:
     names = commands()
     assert {"record", "replay", "deadletters", "redrive", "check", "trace"} <= set(names)
-    assert {"up", "down", "status", "order", "demo"} <= set(names)
+    assert {"up", "down", "status", "dev", "servers", "order", "demo"} <= set(names)
     for name in names:
-        argv = [name, "x"] if name in ("record", "replay", "trace") else [name]
+        argv = {"record": [name, "x"], "replay": [name, "x"], "trace": [name, "x"],
+                "servers": [name, "status"]}.get(name, [name])  # fmt: skip
         assert callable(build_parser().parse_args(argv).run), name
 
 

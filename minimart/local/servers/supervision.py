@@ -261,6 +261,9 @@ files={_quote(str(self.programs_dir), "programs")}/*.conf
         if pid is None:
             return False
         with contextlib.suppress(xmlrpc.client.Error, OSError):
+            # The listener first: left to shutdown, supervisord waits ~12 s before stopping it.
+            self._rpc().stopProcess(LISTENER, True)
+        with contextlib.suppress(xmlrpc.client.Error, OSError):
             self._rpc().shutdown()
         if not process.wait_gone([pid], timeout):
             raise SupervisionError(f"supervisord (pid {pid}) did not stop within {timeout:.0f}s")

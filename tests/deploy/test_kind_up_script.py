@@ -1,0 +1,105 @@
+"""scripts/kind-up.sh runs its steps in order: bash runs the real script with recording stubs.
+
+No cluster can run here, so docker, kind, kubectl and skaffold are stand-ins that record their
+arguments and answer what the script reads from them (versions, the order Service's URL). This
+checks the script itself, its order of steps, its version checks and what it prints; what the
+cluster does with the manifests is the business of test_knative_check.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from minimart.settings import PROJECT_ROOT
+
+SCRIPT = PROJECT_ROOT / "scripts" / "kind-up.sh"
+STUB = """#!/usr/bin/env bash
+echo "{name} $*" >> "$KIND_UP_LOG"
+case "{name} $*" in
+  "kind version") echo "kind v0.25.0 go1.22.9 linux/amd64" ;;
+  "skaffold version") echo "$SKAFFOLD_STUB_VERSION" ;;
+  *"get ksvc order"*) echo "http://order.minimart.localhost" ;;
+esac
+"""
+
+
+def _run(tmp_path: Path, *args: str, skaffold: str = "v2.15.0") -> tuple[int, str, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("docker", "kind", "kubectl", "skaffold"):
+        stub = bin_dir / name
+        stub.write_text(STUB.replace("{name}", name))
+        stub.chmod(0o755)
+    log = tmp_path / "calls.log"
+    log.write_text("")
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "HOME": str(tmp_path),
+        "KIND_UP_LOG": str(log),
+        "SKAFFOLD_STUB_VERSION": skaffold,
+    }
+    result = subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.returncode, result.stdout + result.stderr, log.read_text().splitlines()
+
+
+def _position(calls: list[str], needle: str) -> int:
+    matches = [i for i, call in enumerate(calls) if needle in call]
+    assert matches, f"no call with {needle!r} in {calls}"
+    return matches[0]
+
+
+def test_kind_up_runs_every_step_in_order_and_prints_the_way_in(tmp_path: Path) -> None:
+    code, output, calls = _run(tmp_path)
+    assert code == 0, output
+    order = [
+        "kind create cluster --name minimart --config kind-config.yaml",
+        "knative-v1.16.3/serving-core.yaml",
+        "knative-v1.16.0/kourier.yaml",
+        "patch -f k8s/knative/serving-config-domain.yaml --type merge",
+        "patch -f k8s/knative/serving-config-network.yaml --type merge",
+        "knative-v1.16.7/eventing-core.yaml",
+        "patch -f k8s/knative/eventing-config-features.yaml --type merge",
+        "knative-v1.16.3/eventing-kafka-sink.yaml",
+        "apply -k k8s/observability",
+        "delete job create-topics --namespace minimart --ignore-not-found",
+        "skaffold run -p local-kind --default-repo=kind.local",
+        "wait ksvc --all --namespace minimart --for=condition=Ready",
+        "wait route --all --namespace minimart --for=condition=Ready",
+        "wait kafkasink --all",
+        "wait kafkasource --all",
+        "get ksvc order --namespace minimart",
+    ]
+    positions = [_position(calls, step) for step in order]
+    assert positions == sorted(positions), list(zip(order, positions, strict=True))
+    knative_files = sorted((PROJECT_ROOT / "k8s" / "knative").glob("*.yaml"))
+    for path in knative_files:
+        relative = path.relative_to(PROJECT_ROOT)
+        assert any(f"patch -f {relative} --type merge --patch-file {relative}" in c for c in calls)
+    assert "curl -s -H 'Host: order.minimart.localhost' http://127.0.0.1:8080/orders/" in output
+    assert "-e HOST=order.minimart.localhost" in output
+
+
+def test_deploy_only_rebuilds_and_waits(tmp_path: Path) -> None:
+    code, output, calls = _run(tmp_path, "deploy")
+    assert code == 0, output
+    assert not any("kind create" in c or "serving-core" in c for c in calls), calls
+    assert _position(calls, "skaffold run") < _position(calls, "wait kafkasource")
+
+
+@pytest.mark.parametrize("version", ["v2.13.0", "v2.14.1"])
+def test_a_skaffold_too_old_for_skaffold_yaml_stops_it(tmp_path: Path, version: str) -> None:
+    code, output, calls = _run(tmp_path, skaffold=version)
+    assert code != 0
+    assert f"skaffold {version} cannot read skaffold.yaml" in output
+    assert not any("kind create" in c for c in calls)

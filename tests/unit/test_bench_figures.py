@@ -1,0 +1,65 @@
+"""The benchmark's arithmetic: the CPU split by component and the A/B ratios with spread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench import ab
+from bench.cpu import DISPATCHER, FUNCTION, SERVER, Component, split
+
+COMPONENTS = [
+    Component("fn-order", FUNCTION, 1),
+    Component("dispatch-inventory-source", DISPATCHER, 2),
+    Component("kafka", SERVER, 3),
+]
+
+
+def test_the_split_sums_product_and_emulator_per_completed_order() -> None:
+    figures = split(
+        COMPONENTS,
+        {"fn-order": 2.0, "dispatch-inventory-source": 1.0, "kafka": 1.0},
+        orders=100,
+        deliveries=400,
+    )
+
+    assert figures["cpu_ms_per_order"] == 40.0
+    assert figures["product_cpu_ms_per_order"] == 30.0  # functions and servers
+    assert figures["functions_cpu_ms_per_order"] == 20.0
+    assert figures["emulator_cpu_ms_per_order"] == 10.0  # dispatchers
+    assert figures["emulator_cpu_ms_per_delivery"] == 2.5
+    assert figures["cpu_ms_per_order_by_component"]["kafka"] == 10.0
+
+
+def test_no_completed_order_gives_no_split() -> None:
+    assert split(COMPONENTS, {"kafka": 1.0}, orders=0, deliveries=0) == {}
+
+
+def side(cpu: float, capacity: float) -> dict[str, Any]:
+    low = {
+        "cpu_ms_per_order": cpu,
+        "e2e_ms": {"p50": 50.0, "p99": 90.0},
+        "post_orders_ms": {"p50": 5.0, "p99": 9.0},
+        "cpu_ms_per_order_by_component": {"kafka": cpu / 2},
+    }
+    over = {"completions_per_s_in_window": capacity, "cpu_ms_per_order": cpu}
+    return {"low": low, "over": over, "half": low}
+
+
+def test_ratios_are_of_the_means_with_the_per_round_range() -> None:
+    rounds = [
+        {"base": side(100.0, 10.0), "head": side(50.0, 25.0)},
+        {"base": side(100.0, 20.0), "head": side(70.0, 30.0)},
+    ]
+
+    table = ab.ratios(rounds)
+
+    assert table["cpu_ms_per_order"]["ratio"] == pytest.approx(0.6)
+    assert table["cpu_ms_per_order"]["ratio_range"] == [0.5, 0.7]
+    assert table["capacity_orders_per_s"]["ratio"] == pytest.approx(55 / 30, abs=1e-3)
+    assert table["capacity_orders_per_s"]["ratio_range"] == [1.5, 2.5]
+    assert table["cpu_ms_per_order.kafka"]["ratio"] == pytest.approx(0.6)
+    checks = ab.verdicts(table, floor_p50=[30.0])
+    assert checks["cpu_ms_per_order_loaded"]["met"] is False  # 0.6 > 0.5
+    assert checks["e2e_p50_at_half_capacity_over_floor"]["factor"] == pytest.approx(1.67)
