@@ -4,7 +4,8 @@ Real processes and servers on 127.0.0.1. The quick ones run in CI (`pytest -m "n
 `make reliability` runs them all. Each test owns its SKU and its orders, so the checker is
 scoped to them and other tests sharing the stack do not interfere.
 
-A fault lands when a condition holds (orders of the batch waiting at the step it breaks),
+A fault lands when a condition holds (orders of the batch in flight; for a function or a
+dispatcher, a delivery waiting unanswered at the function, which is paused until one does),
 never on a timer, and each scenario then shows that it met work in flight: the orders that
 were waiting when it hit, and the trace of what it did to them (a delivery retried, an
 offset delivered twice), before the books of the batch are checked.
@@ -102,16 +103,6 @@ def statuses(settings: Settings, order_ids: list[str]) -> dict[str, str]:
 def not_final(settings: Settings, batch: Batch) -> list[str]:
     """Orders of the batch in flight (accepted, not yet final)."""
     return sorted(i for i, s in statuses(settings, list(batch.ids)).items() if s not in FINAL)
-
-
-def reserved_not_paid(settings: Settings, batch: Batch) -> list[str]:
-    """Orders of the batch whose stock is reserved and that payment has not charged yet."""
-    reserved = [i for i, s in statuses(settings, list(batch.ids)).items() if s == "RESERVED"]
-    with psycopg.connect(settings.payments_dsn, autocommit=True) as conn:
-        charged = {r[0] for r in conn.execute(
-            "SELECT order_id::text FROM payments WHERE order_id::text = ANY(%s)", (reserved,)
-        ).fetchall()}  # fmt: skip
-    return sorted(set(reserved) - charged)
 
 
 Condition = Callable[[Settings, Batch], list[str]]
@@ -234,13 +225,14 @@ def unread_requests(port: int) -> bool:
 def test_function_killed_while_orders_wait_for_it_heals_by_itself(
     running_stack: Settings, client: OrderClient
 ) -> None:
-    """payment is SIGKILLed once orders of the batch are reserved and not yet charged; its
-    deliveries fail and are retried until supervisord has it back."""
+    """payment is SIGKILLed while a delivery of the batch waits in its socket (it is paused
+    until one does: an order reserved and not yet charged); that delivery and the ones after
+    it fail and are retried until supervisord has it back."""
     name = stack.plan_stack(running_stack).function("payment").process_name
     before = servers.supervised(running_stack, name)
     assert before is not None
     landing = run_with_fault(
-        running_stack, client, crash(running_stack, name), when=reserved_not_paid
+        running_stack, client, kill_holding_a_delivery(running_stack, "payment")
     )
     after = servers.supervised(running_stack, name)
     assert after is not None and after.restarts == before.restarts + 1, (before, after)
@@ -251,24 +243,43 @@ def test_function_killed_while_orders_wait_for_it_heals_by_itself(
     assert {s.attributes[tracing.OUTCOME] for s in retried} == {"delivered"}
 
 
+@contextlib.contextmanager
+def holding_a_delivery(settings: Settings, service: str) -> Iterator[None]:
+    """The function ``service`` paused until a delivery waits unanswered in its socket."""
+    function = stack.plan_stack(settings).function(service)
+    with paused(settings, function.process_name):
+        eventually(lambda: unread_requests(function.port), timeout=30,
+                   what=f"a delivery waiting at {service}")  # fmt: skip
+        yield
+
+
+def kill_holding_a_delivery(settings: Settings, service: str) -> Callable[[], None]:
+    """A fault that lands on work in flight: the function ``service`` SIGKILLed while a
+    delivery waits in its socket (supervisord restarts it)."""
+    name = stack.plan_stack(settings).function(service).process_name
+
+    def fault() -> None:
+        with holding_a_delivery(settings, service):
+            assert stack.kill(settings, name) is not None
+
+    return fault
+
+
 def kill_dispatcher_holding_a_delivery(settings: Settings, service: str) -> Callable[[], None]:
     """A fault that lands after delivery and before the commit: the function ``service`` is
     paused until its dispatcher has sent it a request, the dispatcher is SIGKILLed, then the
     function resumes and handles that request, whose answer nobody reads. supervisord
     restarts the dispatcher, which delivers from the last commit: that record again."""
-    plan = stack.plan_stack(settings)
-    function = plan.function(service)
+    port = stack.plan_stack(settings).function(service).port
     dispatcher = f"dispatch-{SOURCE_OF[service]}"
 
     def fault() -> None:
-        with paused(settings, function.process_name):
-            eventually(lambda: unread_requests(function.port), timeout=30,
-                       what=f"a delivery waiting at {service}")  # fmt: skip
+        with holding_a_delivery(settings, service):
             # Let the dispatcher commit whatever it would (it commits done offsets every
             # COMMIT_INTERVAL_S): the record in flight must not be among them. A negative
             # wait, shorter than the delivery timeout, so the request is not yet retried.
-            time.sleep(4 * COMMIT_INTERVAL_S)
-            assert unread_requests(function.port)
+            time.sleep(2.5 * COMMIT_INTERVAL_S)
+            assert unread_requests(port)
             assert stack.kill(settings, dispatcher) is not None
 
     return fault
@@ -280,9 +291,8 @@ def test_dispatcher_killed_after_delivery_before_commit_redelivers(
     """At-least-once on the real stack: the record payment handled just before its
     dispatcher died is delivered again by the successor, and the duplicate changes nothing."""
     landing = run_with_fault(
-        running_stack, client, kill_dispatcher_holding_a_delivery(running_stack, "payment"),
-        when=reserved_not_paid,
-    )  # fmt: skip
+        running_stack, client, kill_dispatcher_holding_a_delivery(running_stack, "payment")
+    )
     twice = eventually(lambda: handled_twice(running_stack, "payment", landing.order_ids),
                        what="an inventory.reserved handled twice by payment")  # fmt: skip
     assert twice
