@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 
 from minimart.catalog import Event, EventType, build
 from minimart.console.client import OrderClient
+from minimart.manifests import load_topology
 from minimart.observability import tracing
 from minimart.observability.trace_view import (
     SpanRecord,
@@ -22,7 +23,7 @@ from minimart.observability.trace_view import (
     span_files,
     trace_dir,
 )
-from minimart.settings import Settings
+from minimart.settings import PROJECT_ROOT, Settings
 from tests.stack import eventually, new_sku
 
 pytestmark = pytest.mark.e2e
@@ -187,7 +188,10 @@ def test_a_retried_delivery_and_its_dead_letter_are_in_the_trace(running_stack: 
         spans = trace_spans()
         return spans if any(s.name.endswith("deadletter publish") for s in spans) else None
 
-    spans = eventually(dead_lettered, timeout=45, what="the dead-letter span")
+    # The source retries with backoff before it dead-letters: its whole budget, and a margin.
+    delivery = load_topology(PROJECT_ROOT).source("order-status-source").delivery
+    budget = sum(delivery.backoff(n) for n in range(1, delivery.retry + 1))
+    spans = eventually(dead_lettered, timeout=budget + 45, what="the dead-letter span")
     attempts = [
         s for s in spans if s.kind == "CLIENT" and "minimart.delivery.attempt" in s.attributes
     ]
