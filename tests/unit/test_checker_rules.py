@@ -114,6 +114,37 @@ def test_a_second_payment_is_a_violation_at_once() -> None:
     assert any(rule == "money" and "captured" in detail for rule, detail in broken)
 
 
+def test_a_confirmed_order_is_captured_for_its_own_total() -> None:
+    big, small = order(OrderStatus.CONFIRMED, 5_000), order(OrderStatus.CONFIRMED, 3_000)
+    a, b = confirmed_books(big), confirmed_books(small)
+    books = replace(
+        a,
+        orders=[big, small],
+        payments=[*a.payments, *b.payments],
+        reservations=[*a.reservations, *b.reservations],
+        shipments=[*a.shipments, *b.shipments],
+        notifications=[*a.notifications, *b.notifications],
+        stock=[StockRow("SKU-1", 10, 6, 0, 4, 0, 4)],
+    )
+    assert rules_broken(books) == []  # each captured for its own total
+
+    # the two captures swapped: one each, and the balance still holds (8000 = 8000)
+    swapped = replace(
+        books,
+        payments=[
+            PaymentRow(big.order_id, "CAPTURED", 3_000),
+            PaymentRow(small.order_id, "CAPTURED", 5_000),
+        ],
+    )
+
+    report = audit(swapped, NOW)
+    assert [(v.rule, v.subject) for v in report.violations] == [
+        ("money", big.order_id),
+        ("money", small.order_id),
+    ]
+    assert all(v.detail.startswith("confirmed for ") for v in report.violations)
+
+
 def test_a_cancelled_order_keeps_no_money_shipment_or_stock() -> None:
     o = order(OrderStatus.CANCELLED)
     books = replace(
