@@ -1,8 +1,9 @@
 """One measurement on a running stack: open-loop orders at a rate, then what they cost.
 
 Shared by ``bench.ab`` (both trees) and ``bench.loadtest`` (the capacity that sets the load
-test's peak): completions per second while a backlog stands, end-to-end and POST latency, and
-CPU per completed order by component (bench/cpu.py), window and drain included.
+test's peak): completions per second while a backlog stands, the throughput of a burst (every
+order completed over the time from the first POST to the last completion), end-to-end and POST
+latency, and CPU per completed order by component (bench/cpu.py), window and drain included.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ log = logging.getLogger("bench.measure")
 
 def _completed_between(found: Mapping[str, load.Completion], start: float, end: float) -> int:
     return sum(1 for c in found.values() if c.final_at is not None and start <= c.final_at <= end)
+
+
+def throughput(done: Sequence[load.Completion], started_at: float) -> float | None:
+    """Completed orders per second from ``started_at`` (the first POST) to the last one's end."""
+    last = max((c.final_at for c in done if c.final_at is not None), default=None)
+    if last is None or last <= started_at:
+        return None
+    return round(len(done) / (last - started_at), 2)
 
 
 def metrics_urls(settings: Settings, components: Sequence[cpu_mod.Component]) -> list[str]:
@@ -67,6 +76,9 @@ def measure_rate(
         "accepted": len(ids),
         "completed": len(done),
         "completions_per_s_in_window": round(completed_in_window / (window_end - steady_from), 2),
+        # Every completed order over the time from the first POST to the last completion: with
+        # more offered than the stack takes, what it gets through, the POSTs' work included.
+        "throughput_orders_per_s": throughput(done, result.started_at),
         "backlog_at_window_end": len(ids) - _completed_between(found, 0.0, window_end),
         "e2e_ms": bench_run.summary(e2e),
         "post_orders_ms": bench_run.summary([p.latency_ms for p in result.posted]),
@@ -75,13 +87,14 @@ def measure_rate(
         **cpu_mod.split(components, by_component, len(done), bench_run.deliveries(before, after)),
     }
     log.info(
-        "%s %5.1f/s: completed %d/%d, %.1f/s in window, e2e p50 %s p99 %s ms, "
+        "%s %5.1f/s: completed %d/%d, %.1f/s in window, %s/s through, e2e p50 %s p99 %s ms, "
         "cpu/order %s ms (functions %s, emulator %s), emulator/delivery %s ms, load %s",
         label,
         rate,
         len(done),
         len(ids),
         entry["completions_per_s_in_window"],
+        entry["throughput_orders_per_s"],
         entry["e2e_ms"]["p50"],
         entry["e2e_ms"]["p99"],
         entry.get("cpu_ms_per_order"),

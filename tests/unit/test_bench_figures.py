@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from bench import ab
+from bench import ab, load
 from bench.cpu import DISPATCHER, FUNCTION, SERVER, Component, split
+from bench.measure import throughput
 
 COMPONENTS = [
     Component("fn-order", FUNCTION, 1),
@@ -43,7 +44,11 @@ def side(cpu: float, capacity: float) -> dict[str, Any]:
         "post_orders_ms": {"p50": 5.0, "p99": 9.0},
         "cpu_ms_per_order_by_component": {"kafka": cpu / 2},
     }
-    over = {"completions_per_s_in_window": capacity, "cpu_ms_per_order": cpu}
+    over = {
+        "throughput_orders_per_s": capacity,
+        "completions_per_s_in_window": capacity / 2,
+        "cpu_ms_per_order": cpu,
+    }
     return {"low": low, "over": over, "half": low}
 
 
@@ -59,7 +64,19 @@ def test_ratios_are_of_the_means_with_the_per_round_range() -> None:
     assert table["cpu_ms_per_order"]["ratio_range"] == [0.5, 0.7]
     assert table["capacity_orders_per_s"]["ratio"] == pytest.approx(55 / 30, abs=1e-3)
     assert table["capacity_orders_per_s"]["ratio_range"] == [1.5, 2.5]
+    assert table["completions_per_s_while_flooded"]["base_mean"] == pytest.approx(7.5)
     assert table["cpu_ms_per_order.kafka"]["ratio"] == pytest.approx(0.6)
     checks = ab.verdicts(table, floor_p50=[30.0])
     assert checks["cpu_ms_per_order_loaded"]["met"] is False  # 0.6 > 0.5
     assert checks["e2e_p50_at_half_capacity_over_floor"]["factor"] == pytest.approx(1.67)
+
+
+def completion(created: float, final: float | None) -> load.Completion:
+    return load.Completion("o", "CONFIRMED", created, final, final or created)
+
+
+def test_throughput_counts_every_completed_order_from_the_first_post_to_the_last_end() -> None:
+    done = [completion(100.5, 101.0), completion(101.0, 104.0), completion(102.0, 110.0)]
+
+    assert throughput(done, started_at=100.0) == pytest.approx(0.3)  # 3 orders in 10 s
+    assert throughput([], started_at=100.0) is None
