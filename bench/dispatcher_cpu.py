@@ -3,9 +3,10 @@
 A trivial HTTP sink runs in a child process (its CPU is not counted); this process delivers
 synthetic binary-mode CloudEvent records (the headers a minimart event carries, with a
 ``traceparent``) one at a time through ``TracedDeliverer`` on one keep-alive connection, as a
-partition worker does, and reports this process's CPU seconds per delivery: with tracing off
-(no provider configured) and with the span file exporter on (as the local stack runs).
-Rounds alternate between the modes to even out the machine's noise.
+partition worker does, and reports this process's CPU seconds per delivery: with tracing off,
+with the spans written to the span file as the local stack writes them (``FileSpans``), and
+with the same spans through the OpenTelemetry SDK (``SdkSpans``, as with an OTLP endpoint).
+The modes alternate within each round to even out the machine's noise.
 
     python -m bench.dispatcher_cpu [--records 3000] [--rounds 5]
 
@@ -29,7 +30,8 @@ from typing import Any
 from bench import labelled_results
 from minimart.console.replay import RecordedEvent
 from minimart.local.delivery import Deliverer
-from minimart.local.traced_delivery import TracedDeliverer
+from minimart.local.delivery_spans import FileSpans, SdkSpans
+from minimart.local.traced_delivery import TracedDeliverer, traced_deliverer
 from minimart.manifests import Delivery, KafkaSourceSpec
 from minimart.observability import tracing
 from minimart.settings import Settings
@@ -82,7 +84,7 @@ def records(count: int) -> list[RecordedEvent]:
     return out
 
 
-def measure(deliverer: TracedDeliverer, batch: list[RecordedEvent]) -> float:
+def measure(deliverer: Deliverer | TracedDeliverer, batch: list[RecordedEvent]) -> float:
     conn = deliverer.new_connection()
     stop = threading.Event()
     for record in batch[:50]:  # warm the connection and caches
@@ -115,18 +117,21 @@ def main() -> None:
         ordering="ordered",
         delivery=Delivery(retry=3, backoff_delay_s=0.2, timeout_s=10.0),
     )
-    deliverer = TracedDeliverer(Deliverer(spec, url, None))
     batch = records(args.records)
-    off: list[float] = []
-    on: list[float] = []
+    samples: dict[str, list[float]] = {"off": [], "file": [], "sdk": []}
     with tempfile.TemporaryDirectory() as tmp:
         env = {"MINIMART_STATE_DIR": tmp, "MINIMART_TRACE_FILE": f"{tmp}/spans.jsonl"}
-        for _ in range(args.rounds):
-            off.append(measure(deliverer, batch))
-        tracing.configure(Settings.from_env(env), instrument=())
-        for _ in range(args.rounds):
-            on.append(measure(deliverer, batch))
-        tracing.flush()
+        settings = Settings.from_env(env)
+        tracing.configure(settings, instrument=())
+        deliverers: dict[str, Deliverer | TracedDeliverer] = {
+            "off": Deliverer(spec, url, None),
+            "file": traced_deliverer(spec, url, None, FileSpans(Path(f"{tmp}/file.jsonl"), "b")),
+            "sdk": traced_deliverer(spec, url, None, SdkSpans()),
+        }
+        for _ in range(args.rounds):  # the modes alternate within each round
+            for mode, deliverer in deliverers.items():
+                samples[mode].append(measure(deliverer, batch))
+                tracing.flush()
     sink.terminate()
 
     def summary(samples: list[float]) -> dict[str, float]:
@@ -140,8 +145,12 @@ def main() -> None:
         "label": args.label,
         "records_per_round": args.records,
         "rounds": args.rounds,
-        "cpu_per_delivery_tracing_off": summary(off),
-        "cpu_per_delivery_tracing_on": summary(on),
+        "cpu_per_delivery_tracing_off": summary(samples["off"]),
+        # The local stack's spans (delivery_spans.FileSpans, the span file written directly).
+        "cpu_per_delivery_tracing_on": summary(samples["file"]),
+        # The same spans through the OpenTelemetry SDK (as with an OTLP endpoint; before
+        # FileSpans, the local stack's too).
+        "cpu_per_delivery_tracing_sdk": summary(samples["sdk"]),
     }
     labelled_results.record(OUT, args.label, result)
 

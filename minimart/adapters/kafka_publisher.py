@@ -37,6 +37,10 @@ def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
         # through the linger wait (1 ms cost 1.5 ms CPU per send vs 0.6 ms without).
         linger_ms=0,
         retries=5,
+        # One produce request in flight per broker: a retry cannot reorder a partition's
+        # events, and the sends of concurrent steps that arrive meanwhile go out together in
+        # the next request (~10% less CPU per send with four steps sending at once).
+        max_in_flight_requests_per_connection=1,
         request_timeout_ms=10_000,
         max_block_ms=10_000,
         reconnect_backoff_max_ms=1_000,

@@ -57,14 +57,17 @@ from prometheus_client import Gauge, start_http_server
 
 from minimart.kafka_clients import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
 from minimart.local.delivery import Deliverer, DeliveryResult, KafkaDeadLetterSink, observe
-from minimart.local.traced_delivery import TracedDeadLetterSink, TracedDeliverer
+from minimart.local.delivery_spans import DeliverySpans, open_spans
+from minimart.local.traced_delivery import TracedDeliverer, traced_deliverer
 from minimart.manifests import KafkaSourceSpec, load_topology
 from minimart.observability import tracing
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
-POLL_TIMEOUT_S = 0.1
+# How long the main loop waits when no record comes: it returns at once when one does, so
+# this only paces the idle loop (flow control, commits, stop); each idle wake-up costs CPU.
+POLL_TIMEOUT_S = 0.5
 # How long the broker holds a fetch that has no records (it answers as soon as one arrives, so
 # this adds no latency per hop); short waits made every idle dispatcher re-fetch all its
 # partitions many times a second (docs/performance.md).
@@ -132,7 +135,7 @@ class KafkaRecord:
 class PartitionWorker:
     """Delivers one partition's records in order, on its own thread and connection."""
 
-    def __init__(self, tp: Partition, deliverer: TracedDeliverer) -> None:
+    def __init__(self, tp: Partition, deliverer: Deliverer | TracedDeliverer) -> None:
         self.tp = tp
         self._deliverer = deliverer
         # Batches as the consumer handed them over; None wakes the thread to stop.
@@ -206,6 +209,7 @@ class KafkaSourceDispatcher:
         sink_url: str,
         settings: Settings,
         watchdog_s: float = WATCHDOG_SESSIONS * SESSION_TIMEOUT_MS / 1000,
+        spans: DeliverySpans | None = None,
     ) -> None:
         if spec.ordering != "ordered":
             log.warning("%s: ordering %r is delivered as ordered", spec.name, spec.ordering)
@@ -229,12 +233,10 @@ class KafkaSourceDispatcher:
         self._dead_letters = (
             KafkaDeadLetterSink(self._new_producer) if spec.delivery.dead_letter_topic else None
         )
-        self._deliverer = TracedDeliverer(
-            Deliverer(
-                spec,
-                sink_url,
-                None if self._dead_letters is None else TracedDeadLetterSink(self._dead_letters),
-            )
+        self._deliverer: Deliverer | TracedDeliverer = (
+            Deliverer(spec, sink_url, self._dead_letters)
+            if spans is None
+            else traced_deliverer(spec, sink_url, self._dead_letters, spans)
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -516,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     logging.getLogger("librdkafka").setLevel(logging.WARNING)
     settings = Settings.from_env()
-    tracing.configure(settings, instrument=())  # its Kafka spans are made by TracedDeliverer
+    spans = open_spans(settings)  # its Kafka spans are made by TracedDeliverer
     spec = load_topology(PROJECT_ROOT).source(args.source)
     stopping = threading.Event()
     current: list[KafkaSourceDispatcher] = []
@@ -533,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         start_http_server(args.metrics_port, addr=settings.host)
     try:
         while not stopping.is_set():
-            current[:] = [KafkaSourceDispatcher(spec, args.sink_url, settings)]
+            current[:] = [KafkaSourceDispatcher(spec, args.sink_url, settings, spans=spans)]
             try:
                 current[0].run()
             except DispatcherStalled as exc:  # a new consumer joins the group afresh

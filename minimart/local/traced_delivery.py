@@ -14,8 +14,6 @@ import threading
 from collections.abc import Mapping
 from dataclasses import replace
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from minimart.local.delivery import (
@@ -28,6 +26,8 @@ from minimart.local.delivery import (
     Record,
     SinkConnection,
 )
+from minimart.local.delivery_spans import DeliverySpan, DeliverySpans
+from minimart.manifests import KafkaSourceSpec
 from minimart.observability import tracing
 
 
@@ -49,27 +49,38 @@ def _record_carriers(record: Record) -> tuple[dict[str, str], dict[str, str], di
     return transport, extension, ids
 
 
+class _Current(threading.local):
+    """The record span a partition worker's thread is delivering under (the dead letter's
+    parent)."""
+
+    span: DeliverySpan | None = None
+
+
 class TracedDeadLetterSink:
     """A ``DeadLetterSink`` whose publish is a PRODUCER span carried by the dead letter."""
 
-    def __init__(self, inner: DeadLetterSink) -> None:
+    def __init__(self, inner: DeadLetterSink, spans: DeliverySpans, current: _Current) -> None:
         self._inner = inner
+        self._spans = spans
+        self._current = current
 
     def publish(self, topic: str, event: OutgoingEvent, extensions: Mapping[str, str]) -> None:
-        with tracing.tracer().start_as_current_span(
+        span = self._spans.start(
             f"{topic} publish",
-            kind=SpanKind.PRODUCER,
-            attributes={
+            SpanKind.PRODUCER,
+            self._current.span,
+            {
                 "messaging.system": "kafka",
                 "messaging.operation.type": "send",
                 "messaging.destination.name": topic,
                 "minimart.dead_letter.code": extensions.get("knativeerrorcode", ""),
             },
-        ):
-            carrier = tracing.current_headers()
-            if carrier:
-                event = replace(event, trace={**event.trace, **carrier})
+        )
+        try:
+            event = replace(event, trace={**event.trace, **span.headers()})
             self._inner.publish(topic, event, extensions)
+        finally:
+            span.end()
 
     def close(self) -> None:
         close = getattr(self._inner, "close", None)
@@ -79,12 +90,14 @@ class TracedDeadLetterSink:
 
 class TracedDeliverer:
     """Delivers through ``inner``, tracing each record, each attempt and each dead letter
-    (give ``inner`` a ``TracedDeadLetterSink`` for the last)."""
+    (``traced_deliverer`` builds it with the dead letters traced too)."""
 
-    def __init__(self, inner: Deliverer) -> None:
+    def __init__(self, inner: Deliverer, spans: DeliverySpans, current: _Current) -> None:
         self.inner = inner
         self.spec = inner.spec
         self.sink_url = inner.sink_url
+        self._spans = spans
+        self._current = current
 
     def new_connection(self) -> SinkConnection:
         return self.inner.new_connection()
@@ -93,12 +106,12 @@ class TracedDeliverer:
         self, record: Record, conn: SinkConnection, stop: threading.Event
     ) -> DeliveryResult:
         transport, extension, ids = _record_carriers(record)
-        tracer = tracing.tracer()
-        span = tracer.start_span(
+        span = self._spans.start(
             f"{record.topic} process",
-            context=tracing.extract(transport, extension),
-            kind=SpanKind.CONSUMER,
-            attributes={
+            SpanKind.CONSUMER,
+            # transport, then extension
+            transport if "traceparent" in transport else extension,
+            {
                 "messaging.system": "kafka",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": record.topic,
@@ -111,56 +124,57 @@ class TracedDeliverer:
                 tracing.EVENT_TYPE: ids.get("type", ""),
             },
         )
-        # Current while the record is handled (the dead-letter span is its child); the attempt
-        # spans get it explicitly (cheaper than making each current in turn).
-        parent = trace.set_span_in_context(span)
-        token = otel_context.attach(parent)
+        self._current.span = span
 
         def attempt(conn: SinkConnection, event: OutgoingEvent, number: int) -> Attempt:
-            return self._attempt(tracer, parent, conn, event, number)
+            return self._attempt(span, conn, event, number)
 
         try:
             result = self.inner.deliver(record, conn, stop, attempt=attempt)
-            span.set_attribute(tracing.OUTCOME, result.outcome.value)
-            span.set_attribute("minimart.delivery.attempts", result.attempts)
+            span.set(tracing.OUTCOME, result.outcome.value)
+            span.set("minimart.delivery.attempts", result.attempts)
             if result.outcome is not Outcome.DELIVERED:
-                tracing.fail(span, result.outcome.value)
+                span.fail(result.outcome.value)
             return result
         except BaseException as exc:
             span.record_exception(exc)
-            tracing.fail(span, f"{type(exc).__name__}: {exc}")
+            span.fail(f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            otel_context.detach(token)
+            self._current.span = None
             span.end()
 
     def _attempt(
-        self,
-        tracer: trace.Tracer,
-        parent: otel_context.Context,
-        conn: SinkConnection,
-        event: OutgoingEvent,
-        number: int,
+        self, parent: DeliverySpan, conn: SinkConnection, event: OutgoingEvent, number: int
     ) -> Attempt:
-        span = tracer.start_span(
+        span = self._spans.start(
             f"deliver {self.spec.name}",
-            context=parent,
-            kind=SpanKind.CLIENT,
-            attributes={
+            SpanKind.CLIENT,
+            parent,
+            {
                 "http.request.method": "POST",
                 "url.full": self.sink_url,
                 "minimart.delivery.attempt": number,
             },
         )
         try:
-            carrier = tracing.headers_of(span)
-            if carrier:
-                event = replace(event, trace={**event.trace, **carrier})
+            event = replace(event, trace={**event.trace, **span.headers()})
             result = self.inner.attempt(conn, event, number)
-            span.set_attribute("http.response.status_code", result.status)
+            span.set("http.response.status_code", result.status)
             if not result.ok:
-                span.set_attribute("minimart.delivery.retryable", result.retryable)
-                tracing.fail(span, result.error or f"HTTP {result.status}")
+                span.set("minimart.delivery.retryable", result.retryable)
+                span.fail(result.error or f"HTTP {result.status}")
             return result
         finally:
             span.end()
+
+
+def traced_deliverer(
+    spec: KafkaSourceSpec, sink_url: str, dead_letters: DeadLetterSink | None,
+    spans: DeliverySpans,
+) -> TracedDeliverer:  # fmt: skip
+    """A ``Deliverer`` of ``spec`` to ``sink_url`` whose records, attempts and dead letters
+    (if it has a dead-letter sink) are spans of ``spans``."""
+    current = _Current()
+    sink = None if dead_letters is None else TracedDeadLetterSink(dead_letters, spans, current)
+    return TracedDeliverer(Deliverer(spec, sink_url, sink), spans, current)
