@@ -19,7 +19,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from kafka import KafkaProducer, TopicPartition
 
 from minimart import kafka_clients
 from minimart.catalog import DEAD_LETTER_TOPIC, ERROR_EXTENSIONS, EventType
-from minimart.local.delivery import STRUCTURED_CONTENT_TYPE, to_event
+from minimart.local.delivery import STRUCTURED_CONTENT_TYPE, KafkaRecord, to_event
 from minimart.settings import Settings
 
 SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)
@@ -39,16 +39,9 @@ _STRUCTURED_DATA = ("data", "data_base64")
 
 
 @dataclass(frozen=True)
-class RecordedEvent:
-    """One Kafka record (it satisfies ``delivery.Record``)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+class RecordedEvent(KafkaRecord):
+    """One Kafka record, with what the console reads from it (its CloudEvent attributes in
+    either mode) and its JSON-lines form."""
 
     def header(self, name: str) -> str | None:
         for key, raw in self.headers:

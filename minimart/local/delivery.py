@@ -20,7 +20,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -85,6 +85,20 @@ class Record(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def headers(self) -> Iterable[tuple[str, bytes | None]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """A Kafka record: what a dispatcher consumed, or what the console recorded or loaded
+    (``console.replay.RecordedEvent`` adds what the console reads from it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 @dataclass(frozen=True)

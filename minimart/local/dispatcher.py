@@ -41,7 +41,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -56,7 +55,13 @@ from confluent_kafka import (
 from prometheus_client import Gauge, start_http_server
 
 from minimart.kafka_clients import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
-from minimart.local.delivery import Deliverer, DeliveryResult, KafkaDeadLetterSink, observe
+from minimart.local.delivery import (
+    Deliverer,
+    DeliveryResult,
+    KafkaDeadLetterSink,
+    KafkaRecord,
+    observe,
+)
 from minimart.local.delivery_spans import DeliverySpans, open_spans
 from minimart.local.traced_delivery import TracedDeliverer, traced_deliverer
 from minimart.manifests import KafkaSourceSpec, load_topology
@@ -106,30 +111,18 @@ class DispatcherStalled(RuntimeError):
     """The consumer has been without an assignment for too long: the process should restart."""
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaRecord:
-    """A consumed record, as delivery reads it (``delivery.Record``)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes | None]]
-
-    @classmethod
-    def of(cls, message: Any) -> KafkaRecord:
-        kind, moment = message.timestamp()
-        return cls(
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            -1 if kind == TIMESTAMP_NOT_AVAILABLE else moment,
-            message.key(),
-            message.value(),
-            message.headers() or (),
-        )
+def record_of(message: Any) -> KafkaRecord:
+    """A librdkafka message as delivery reads it."""
+    kind, moment = message.timestamp()
+    return KafkaRecord(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        -1 if kind == TIMESTAMP_NOT_AVAILABLE else moment,
+        message.key(),
+        message.value(),
+        message.headers() or (),
+    )
 
 
 class PartitionWorker:
@@ -333,7 +326,7 @@ class KafkaSourceDispatcher:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("%s: consumer error: %s", self.spec.name, error)
                 continue
-            record = KafkaRecord.of(message)
+            record = record_of(message)
             batches.setdefault((record.topic, record.partition), []).append(record)
         with self._lock:
             for tp, records in batches.items():
