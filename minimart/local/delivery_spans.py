@@ -79,13 +79,22 @@ def _valid(found: re.Match[str], length: int) -> bool:
 
 
 class _FileSpan:
-    __slots__ = ("_ctx", "_doc", "_file", "sampled")
+    """A span of the file. The lines of a span's children (its attempts, its dead letter)
+    wait for it, so one record's spans go out in one ``write``."""
 
-    def __init__(self, file: FileSpans, doc: dict[str, Any], sampled: bool, state: str) -> None:
+    __slots__ = ("_ctx", "_doc", "_ended", "_file", "_held", "_root", "sampled")
+
+    def __init__(
+        self, file: FileSpans, doc: dict[str, Any], sampled: bool, state: str,
+        parent: _FileSpan | None,
+    ) -> None:  # fmt: skip
         self._file = file
         self._doc = doc
         self.sampled = sampled
         self._ctx = (doc["traceId"], doc["spanId"], state)
+        self._root: _FileSpan | None = None if parent is None else (parent._root or parent)
+        self._held: list[bytes] = []
+        self._ended = False
 
     @property
     def context(self) -> tuple[str, str, str]:
@@ -118,9 +127,17 @@ class _FileSpan:
         return headers
 
     def end(self) -> None:
-        if self.sampled:
-            self._doc["endTimeUnixNano"] = time.time_ns()
-            self._file.write(self._doc)
+        self._ended = True
+        if not self.sampled:
+            return
+        self._doc["endTimeUnixNano"] = time.time_ns()
+        line = self._file.line(self._doc)
+        root = self._root
+        if root is not None and not root._ended:
+            root._held.append(line)
+        else:
+            self._file.write([*self._held, line])
+            self._held.clear()
 
 
 class FileSpans:
@@ -160,7 +177,8 @@ class FileSpans:
             "status": {"code": "UNSET", "message": ""},
             "events": [],
         }
-        return _FileSpan(self, doc, sampled, state)
+        local_parent = parent if isinstance(parent, _FileSpan) else None
+        return _FileSpan(self, doc, sampled, state, local_parent)
 
     def _parent(
         self, parent: DeliverySpan | Mapping[str, str] | None
@@ -179,15 +197,17 @@ class FileSpans:
         sampled = (trace_bits & (_ID_SPACE - 1)) < self._bound
         return f"{trace_bits:032x}", "", "", sampled
 
-    def write(self, doc: dict[str, Any]) -> None:
+    def line(self, doc: dict[str, Any]) -> bytes:
         body = self._encode(doc)
-        line = f'{body[:-1]},"resource":{self._resource}}}\n'.encode()
+        return f'{body[:-1]},"resource":{self._resource}}}\n'.encode()
+
+    def write(self, lines: list[bytes]) -> None:
         try:
             with self._lock:
                 if self._fd is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                os.write(self._fd, line)
+                os.write(self._fd, b"".join(lines))
         except OSError:
             log.exception("cannot write spans to %s", self.path)
 

@@ -257,9 +257,10 @@ class KafkaSourceDispatcher:
                 # poll() returns as soon as one record is there (consume() would wait for a
                 # full batch or its timeout); then whatever else is already fetched, at once.
                 first = consumer.poll(POLL_TIMEOUT_S)
+                fed: Iterable[Partition] = ()
                 if first is not None:
-                    self._dispatch([first, *consumer.consume(MAX_POLL_RECORDS - 1, 0)])
-                self._flow_control(consumer)
+                    fed = self._dispatch([first, *consumer.consume(MAX_POLL_RECORDS - 1, 0)])
+                self._flow_control(consumer, fed)
                 now = time.monotonic()
                 if now >= next_commit:
                     self._commit(consumer, None, sync=False)
@@ -318,7 +319,8 @@ class KafkaSourceDispatcher:
             }
         )
 
-    def _dispatch(self, messages: list[Any]) -> None:
+    def _dispatch(self, messages: list[Any]) -> Iterable[Partition]:
+        """Hand each partition's records to its worker; the partitions that got some."""
         batches: dict[Partition, list[KafkaRecord]] = {}
         for message in messages:
             error = message.error()
@@ -336,16 +338,21 @@ class KafkaSourceDispatcher:
                 if worker is None:
                     worker = self._workers[tp] = PartitionWorker(tp, self._deliverer)
                 worker.submit(records)
+        return batches.keys()
 
-    def _flow_control(self, consumer: Any) -> None:
+    def _flow_control(self, consumer: Any, fed: Iterable[Partition]) -> None:
+        """Pause a partition just ``fed`` whose backlog is large; resume a paused one whose
+        backlog has halved (only those can change: a backlog grows when its partition is fed)."""
         pause, resume = [], []
         with self._lock:
-            for tp, worker in self._workers.items():
-                backlog = worker.backlog()
-                if tp not in self._paused and backlog >= MAX_BACKLOG:
+            for tp in fed:
+                worker = self._workers.get(tp)
+                if worker and tp not in self._paused and worker.backlog() >= MAX_BACKLOG:
                     pause.append(tp)
                     self._paused.add(tp)
-                elif tp in self._paused and backlog <= MAX_BACKLOG // 2:
+            for tp in list(self._paused):
+                worker = self._workers.get(tp)
+                if worker is not None and worker.backlog() <= MAX_BACKLOG // 2:
                     resume.append(tp)
                     self._paused.discard(tp)
         if pause:

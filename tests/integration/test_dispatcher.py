@@ -22,7 +22,12 @@ from kafka.admin import NewPartitions, NewTopic
 from prometheus_client import REGISTRY
 
 from minimart.local import servers
-from minimart.local.dispatcher import DispatcherStalled, KafkaSourceDispatcher
+from minimart.local.dispatcher import (
+    MAX_BACKLOG,
+    MAX_POLL_RECORDS,
+    DispatcherStalled,
+    KafkaSourceDispatcher,
+)
 from minimart.manifests import Delivery, KafkaSourceSpec
 from minimart.settings import Settings
 from tests.stack import free_ports, private_settings, private_state_dir
@@ -679,3 +684,39 @@ def test_the_watchdog_ends_a_dispatcher_left_without_partitions(
     assert len(errors) == 1 and isinstance(errors[0], DispatcherStalled), errors
     assert not dispatcher.assigned.is_set()
     assert 4.0 <= time.monotonic() - started < 20
+
+
+def test_a_partition_whose_sink_is_stuck_is_paused_and_resumed_in_order(
+    settings: Settings, admin: KafkaAdminClient, producer: KafkaProducer, sink: Sink
+) -> None:
+    """Flow control: a partition with more records waiting than MAX_BACKLOG is paused (the
+    consumer fetches no more of it), the others keep flowing, and once its backlog has halved
+    it is resumed; every record still arrives, in order."""
+    topic = new_topic(admin, partitions=2)
+    stuck, flowing = (topic, 0), (topic, 1)
+    release = threading.Event()
+
+    def reply(request: Received, n: int) -> Reply:
+        if json.loads(request.body)["n"] >= 0:  # the stuck partition's records
+            release.wait(60)
+        return 200, b""
+
+    sink.reply = reply
+    total = MAX_BACKLOG + 3 * MAX_POLL_RECORDS
+    for i in range(total):
+        send_event(producer, topic, "stuck", {"n": i}, partition=0)
+    dispatcher = KafkaSourceDispatcher(make_spec(topic, timeout_s=90.0), sink.url, settings)
+    with running(dispatcher):
+        poll(lambda: stuck in dispatcher._paused, timeout=30)
+        send_event(producer, topic, "flowing", {"n": -1}, partition=1)
+        poll(lambda: any(json.loads(b) == {"n": -1} for b in sink.bodies()), timeout=15)
+        worker = dispatcher._workers[stuck]
+        backlog = worker.backlog()
+        time.sleep(1.0)
+        assert MAX_BACKLOG <= backlog == worker.backlog() < total  # no more was fetched
+        assert flowing not in dispatcher._paused
+        release.set()
+        poll(lambda: len(sink.received()) >= total + 1, timeout=60)
+        assert stuck not in dispatcher._paused
+    stuck_bodies = [json.loads(b)["n"] for b in sink.bodies() if json.loads(b)["n"] >= 0]
+    assert stuck_bodies == list(range(total))

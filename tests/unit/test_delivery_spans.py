@@ -29,6 +29,7 @@ def test_a_record_span_and_its_attempt_continue_the_records_trace(tmp_path: Path
     sent = attempt.headers()
     attempt.set("http.response.status_code", 200)
     attempt.end()
+    assert lines(tmp_path / "spans.jsonl") == []  # an attempt goes out with its record's span
     record.end()
 
     written = {doc["name"]: doc for doc in lines(tmp_path / "spans.jsonl")}
