@@ -45,15 +45,15 @@ class DeliverySpan(Protocol):
     def end(self) -> None: ...
 
 
+# A new span's parent: a span of the same kind, or trace headers (W3C trace context).
+Parent = DeliverySpan | Mapping[str, str] | None
+
+
 class DeliverySpans(Protocol):
     def start(
-        self,
-        name: str,
-        kind: SpanKind,
-        parent: DeliverySpan | Mapping[str, str] | None,
-        attributes: Mapping[str, Any],
+        self, name: str, kind: SpanKind, parent: Parent, attributes: Mapping[str, Any]
     ) -> DeliverySpan:
-        """A span under ``parent``: one of these spans, or trace headers (W3C trace context)."""
+        """A span under ``parent``."""
         ...
 
 
@@ -156,11 +156,7 @@ class FileSpans:
         self._lock = threading.Lock()
 
     def start(
-        self,
-        name: str,
-        kind: SpanKind,
-        parent: DeliverySpan | Mapping[str, str] | None,
-        attributes: Mapping[str, Any],
+        self, name: str, kind: SpanKind, parent: Parent, attributes: Mapping[str, Any]
     ) -> DeliverySpan:
         trace_id, parent_id, state, sampled = self._parent(parent)
         span_id = f"{random.getrandbits(64) or 1:016x}"
@@ -180,9 +176,7 @@ class FileSpans:
         local_parent = parent if isinstance(parent, _FileSpan) else None
         return _FileSpan(self, doc, sampled, state, local_parent)
 
-    def _parent(
-        self, parent: DeliverySpan | Mapping[str, str] | None
-    ) -> tuple[str, str, str, bool]:
+    def _parent(self, parent: Parent) -> tuple[str, str, str, bool]:
         """(trace id, parent span id, tracestate, sampled) of a new span under ``parent``."""
         if isinstance(parent, _FileSpan):
             trace_id, span_id, state = parent.context
@@ -241,11 +235,7 @@ class SdkSpans:
     """The same spans through the OpenTelemetry SDK ``tracing.configure`` installed."""
 
     def start(
-        self,
-        name: str,
-        kind: SpanKind,
-        parent: DeliverySpan | Mapping[str, str] | None,
-        attributes: Mapping[str, Any],
+        self, name: str, kind: SpanKind, parent: Parent, attributes: Mapping[str, Any]
     ) -> DeliverySpan:
         if isinstance(parent, _SdkSpan):
             context = trace.set_span_in_context(parent.span)
