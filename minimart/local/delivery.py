@@ -321,6 +321,11 @@ class _Response:
         self.complete = True
 
 
+def _left(deadline: float) -> float:
+    """Seconds to ``deadline`` as a socket timeout (never 0, which would mean non-blocking)."""
+    return max(0.001, deadline - time.monotonic())
+
+
 class SinkConnection:
     """One keep-alive HTTP/1.1 connection to the sink, for one partition worker.
 
@@ -351,9 +356,7 @@ class SinkConnection:
                 self.close()
                 sock = None
         if sock is None:
-            sock = socket.create_connection(
-                (self.host, self.port), timeout=max(0.001, deadline - time.monotonic())
-            )
+            sock = socket.create_connection((self.host, self.port), timeout=_left(deadline))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock = sock
         return sock
@@ -368,10 +371,10 @@ class SinkConnection:
         parser = httptools.HttpResponseParser(response)
         sock = self._socket(deadline)
         try:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
+            sock.settimeout(_left(deadline))
             sock.sendall(b"".join(lines))
             while not response.complete:
-                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                sock.settimeout(_left(deadline))
                 chunk = sock.recv(65536)
                 if not chunk:
                     raise ConnectionResetError("the sink closed the connection")

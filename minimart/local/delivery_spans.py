@@ -14,23 +14,18 @@ spans to the SDK instead, so they reach the collector.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import random
 import re
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from minimart.observability import tracing
 from minimart.settings import Settings
-
-log = logging.getLogger(__name__)
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _SAMPLED = 0x01
@@ -147,13 +142,8 @@ class FileSpans:
         self.path = path
         self.service = service
         self._bound = round(min(max(sample_ratio, 0.0), 1.0) * _ID_SPACE)
-        self._resource = json.dumps(
-            {"service.name": service, "service.namespace": "minimart", "process.pid": os.getpid()},
-            separators=(",", ":"),
-        )
-        self._encode = json.JSONEncoder(separators=(",", ":")).encode
-        self._fd: int | None = None
-        self._lock = threading.Lock()
+        self._resource = json.dumps(tracing.resource_attributes(service), separators=(",", ":"))
+        self._file = tracing.AppendOnlyFile(path)
 
     def start(
         self, name: str, kind: SpanKind, parent: Parent, attributes: Mapping[str, Any]
@@ -192,18 +182,10 @@ class FileSpans:
         return f"{trace_bits:032x}", "", "", sampled
 
     def line(self, doc: dict[str, Any]) -> bytes:
-        body = self._encode(doc)
-        return f'{body[:-1]},"resource":{self._resource}}}\n'.encode()
+        return tracing.span_line(doc, self._resource).encode()
 
     def write(self, lines: list[bytes]) -> None:
-        try:
-            with self._lock:
-                if self._fd is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                os.write(self._fd, b"".join(lines))
-        except OSError:
-            log.exception("cannot write spans to %s", self.path)
+        self._file.write(b"".join(lines))
 
 
 # -- through the SDK (OTLP) ---------------------------------------------------------------
@@ -219,7 +201,7 @@ class _SdkSpan:
         self.span.set_attribute(key, value)
 
     def fail(self, message: str) -> None:
-        self.span.set_status(Status(StatusCode.ERROR, message))
+        tracing.fail(self.span, message)
 
     def record_exception(self, exc: BaseException) -> None:
         self.span.record_exception(exc)

@@ -347,7 +347,11 @@ class KafkaSourceDispatcher:
         with self._lock:
             for tp in fed:
                 worker = self._workers.get(tp)
-                if worker and tp not in self._paused and worker.backlog() >= MAX_BACKLOG:
+                if (
+                    worker is not None
+                    and tp not in self._paused
+                    and worker.backlog() >= MAX_BACKLOG
+                ):
                     pause.append(tp)
                     self._paused.add(tp)
             for tp in list(self._paused):

@@ -154,6 +154,47 @@ def _plain(value: Any) -> Any:
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def resource_attributes(service: str) -> dict[str, Any]:
+    """What a minimart process says about itself on every span it writes."""
+    return {"service.name": service, "service.namespace": "minimart", "process.pid": os.getpid()}
+
+
+def span_line(document: Mapping[str, Any], resource_json: str) -> str:
+    """One line of a span file: ``document`` (``span_to_json``'s, without the resource) with
+    the resource spliced in pre-encoded (it is the same for every span of a process)."""
+    body = _encode(document)
+    return f'{body[:-1]},"resource":{resource_json}}}\n'
+
+
+class AppendOnlyFile:
+    """A file several processes append to: opened ``O_APPEND`` on the first write (not at
+    construction), each payload one ``write`` call, so one process's lines stay whole."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def write(self, payload: bytes) -> bool:
+        """Append ``payload``; False (and logged) when the file cannot be written."""
+        try:
+            with self._lock:
+                if self._fd is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                os.write(self._fd, payload)
+        except OSError:
+            log.exception("cannot write spans to %s", self.path)
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
 class JsonLinesSpanExporter(SpanExporter):
     """Appends spans to a file, one JSON document per line (``python -m minimart.local trace``).
 
@@ -162,9 +203,7 @@ class JsonLinesSpanExporter(SpanExporter):
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._fd: int | None = None
-        self._lock = threading.Lock()
+        self.file = AppendOnlyFile(path)
         self._resources: dict[int, tuple[Any, str]] = {}  # id -> (resource, its JSON)
 
     def _resource_json(self, span: ReadableSpan) -> str:
@@ -176,29 +215,15 @@ class JsonLinesSpanExporter(SpanExporter):
             cached = self._resources[id(span.resource)] = (span.resource, text)
         return cached[1]
 
-    def _line(self, span: ReadableSpan) -> str:
-        # The same document as ``span_to_json``; the resource part spliced in pre-encoded.
-        body = _encode(span_to_json(span, with_resource=False))
-        return f'{body[:-1]},"resource":{self._resource_json(span)}}}\n'
-
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        payload = "".join(self._line(s) for s in spans)
-        try:
-            with self._lock:
-                if self._fd is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                os.write(self._fd, payload.encode())
-        except OSError:
-            log.exception("cannot write spans to %s", self.path)
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+        payload = "".join(
+            span_line(span_to_json(s, with_resource=False), self._resource_json(s)) for s in spans
+        )
+        ok = self.file.write(payload.encode())
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        self.file.close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
@@ -230,13 +255,7 @@ def _forget_tracer() -> None:
 
 
 def _new_provider(settings: Settings) -> TracerProvider:
-    resource = Resource.create(
-        {
-            "service.name": settings.service_name,
-            "service.namespace": "minimart",
-            "process.pid": os.getpid(),
-        }
-    )
+    resource = Resource.create(resource_attributes(settings.service_name))
     sampler = ParentBased(root=_EntryPointRoots(settings.trace_sample_ratio))
     provider = TracerProvider(resource=resource, sampler=sampler)
     if settings.otlp_endpoint:
