@@ -5,10 +5,12 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from minimart.bounds import DEAD_LETTERS, install_bounds
 from minimart.entrypoints import handle_dead_letter, install_operational_routes
 
 SERVICE = "redrive"
 install_operational_routes(flask.current_app, SERVICE)
+install_bounds(flask.current_app, SERVICE, DEAD_LETTERS)
 
 
 @functions_framework.cloud_event
