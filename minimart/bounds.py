@@ -146,7 +146,7 @@ class _BoundedBody:
                 return self._answer(environ, start_response, 400, "bad Content-Length")
             if length > limit:
                 return self._too_large(environ, start_response, limit)
-        elif environ.get("wsgi.input_terminated"):  # no length (chunked): read to the limit
+        elif "wsgi.input_terminated" in environ:  # no length (chunked): read to the limit
             body = read_at_most(environ["wsgi.input"], limit + 1)
             if len(body) > limit:
                 return self._too_large(environ, start_response, limit)

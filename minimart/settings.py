@@ -115,10 +115,11 @@ class Settings:
         "MINIMART_MAX_QUANTITY_PER_LINE", 1_000, _count_upto(MAX_LINE_QUANTITY)
     )
     # Body limits (minimart.bounds; a 413 above them, before the body is read). The largest
-    # order the API takes (MAX_ORDER_LINES lines, every address field full) is ~40 KiB of
-    # JSON, a few KiB at the default 50 lines; an event of the saga is at most that plus its
-    # envelope. 64 KiB and 256 KiB leave room above those and keep a function's memory per
-    # request small (8 threads x the limit), far below Kafka's default 1 MiB record.
+    # order the API takes at the default 50 lines (64-character SKUs, every address field
+    # full of escaped non-ASCII) is ~10 KiB of JSON: 64 KiB leaves 6x room (raise it with
+    # max_items_per_order). The largest event, a structured payment.captured at the ceiling
+    # of MAX_ORDER_LINES lines, is ~140 KiB: 256 KiB fits it, is far below Kafka's default
+    # 1 MiB record and bounds a function's memory per request (x 8 gunicorn threads).
     max_request_bytes: int = setting("MINIMART_MAX_REQUEST_BYTES", 64 * 1024, _count_upto(2**30))
     max_event_bytes: int = setting("MINIMART_MAX_EVENT_BYTES", 256 * 1024, _count_upto(2**30))
     otlp_endpoint: str = setting("OTEL_EXPORTER_OTLP_ENDPOINT", "")
