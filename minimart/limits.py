@@ -36,7 +36,8 @@ SAFE_TEXT_PATTERN = "^[^\\x00\\ud800-\\udfff]*$"
 # becomes the dead letter's knativeerrordata).
 MAX_REASON_CHARS = 300
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)  # linear: an open string runs to the end
+# A JSON string (an unterminated one runs to the end: linear, no backtracking).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _UNSAFE_CHAR = re.compile("[\x00\ud800-\udfff]")
@@ -60,17 +61,15 @@ def unsafe_text(value: Any, pointer: str = "") -> str | None:
     """The JSON pointer of the first string (a value or a key) in decoded JSON ``value`` that
     no store takes (NUL, a lone surrogate), with why; None when every string is safe."""
     if isinstance(value, str):
-        found = _UNSAFE_CHAR.search(value)
-        if found is None:
+        if _safe(value):
             return None
-        what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
+        what = "a NUL character" if "\x00" in value else "a lone surrogate"
         return f"{pointer or '(root)'}: contains {what}"
     if isinstance(value, Mapping):
         for key, item in value.items():
-            where = f"{pointer}/{key}"
-            if _UNSAFE_CHAR.search(key):
+            if not _safe(key):
                 return f"{pointer or '(root)'}: a key contains a NUL character or a lone surrogate"
-            problem = unsafe_text(item, where)
+            problem = unsafe_text(item, f"{pointer}/{key}")
             if problem:
                 return problem
     elif isinstance(value, list):
@@ -79,6 +78,12 @@ def unsafe_text(value: Any, pointer: str = "") -> str | None:
             if problem:
                 return problem
     return None
+
+
+def _safe(text: str) -> bool:
+    if text.isascii():  # most strings: no surrogate possible
+        return "\x00" not in text
+    return _UNSAFE_CHAR.search(text) is None
 
 
 def clip(text: str, limit: int = MAX_REASON_CHARS) -> str:

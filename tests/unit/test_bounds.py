@@ -260,6 +260,7 @@ def test_domain_limits_cannot_exceed_what_the_event_schemas_take(key: str, ceili
         (b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), True),
         (b'{"a": "' + b"[" * 1_000 + b'"}', False),  # brackets in a string do not count
         (b'["\\"' + b"[" * 1_000 + b'"]', False),  # nor after an escaped quote
+        (b'["\\\\", ' + b"[" * 40 + b"]" * 40 + b"]", True),  # an escaped backslash ends it
         (b"[]" * 10_000, False),  # many, side by side
         (b'{"a": "' + b"[" * 1_000, False),  # an unterminated string runs to the end
         (b"\xff\xfe" + b"{" * 40, True),  # not even UTF-8: still scanned
