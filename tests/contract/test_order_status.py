@@ -20,7 +20,7 @@ from tests.contract.orders_db import (
     PostgresOrdersDatabase,
     placed,
 )
-from tests.contract.support import concurrently, delivered, new_id
+from tests.contract.support import blocked, concurrently, delivered, new_id
 
 
 def event(event_type: EventType, order_id: str, **data: Any) -> Event:
@@ -213,6 +213,43 @@ class OrderStatusContract:
         assert db.intake.view(order_id) == view
         with db.uow() as uow:
             assert (uow.outcome_of(failed.id), uow.outcome_of(other.id)) == (None, None)
+
+    def test_an_event_that_waited_for_the_order_sees_the_facts_recorded_meanwhile(
+        self, db: OrdersDatabase
+    ) -> None:
+        """shipping.prepared waits for the order's lock while another transaction records
+        reserved and captured: once it has the lock it reads them (the facts are on the row
+        it locks, not in a snapshot older than the wait) and confirms."""
+        order_id = placed(db).order_id
+        prepared = event(EventType.SHIPPING_PREPARED, order_id, labelId="label")
+        holder = db.uow()
+        with holder:
+            holder.lock_order(order_id)
+            for fact in (EventType.INVENTORY_RESERVED, EventType.PAYMENT_CAPTURED):
+                holder.add_timeline(order_id, event(fact, order_id), OrderStatus.PAID, {})
+            holder.set_status(order_id, OrderStatus.PAID, None)
+
+            emitted = blocked(lambda: order_status.track(prepared, db.uow()), holder.commit)
+
+        assert [e.type for e in emitted] == [EventType.ORDER_CONFIRMED]
+
+    def test_a_duplicate_that_waited_for_its_twin_is_answered_not_refused(
+        self, db: OrdersDatabase
+    ) -> None:
+        """The twin records the fact and its outcome while the duplicate waits for the lock:
+        the duplicate then finds the fact recorded, and answers the twin's outcome instead of
+        refusing it as recorded twice."""
+        order_id = placed(db).order_id
+        rejected = event(EventType.INVENTORY_REJECTED, order_id, reason="unknown_sku: X")
+        twin = db.uow()
+        with twin:
+            twin.lock_order(order_id)
+            twin.add_timeline(order_id, rejected, OrderStatus.CANCELLED, {})
+            twin.record_outcome(rejected.id, [])
+
+            emitted = blocked(lambda: order_status.track(rejected, db.uow()), twin.commit)
+
+        assert emitted == []
 
 
 class TestFakeOrderStatus(OrderStatusContract):

@@ -15,7 +15,7 @@ from minimart.domain.saga import Contradiction
 from minimart.handlers import payment
 from minimart.handlers.payment import PaymentPolicy
 from minimart.handlers.ports import Payment, PaymentUnitOfWork
-from tests.contract.support import concurrently, delivered, new_id
+from tests.contract.support import blocked, concurrently, delivered, new_id
 from tests.fakes import FakePayments, IntegrityViolation
 
 POLICY = PaymentPolicy(default_credit_limit_cents=100_000, decline_rate=0.0)
@@ -279,6 +279,24 @@ class PaymentContract:
         assert [e.type for e in deliveries[0].result] == [EventType.PAYMENT_REFUNDED]
         errors = [e for d in deliveries for e in d.errors]
         assert all(isinstance(e, store.integrity_error) for e in errors), errors
+
+    def test_a_refund_that_waited_for_its_twin_is_answered_not_refused(
+        self, store: PaymentStore
+    ) -> None:
+        """The twin refunds and records its outcome while the duplicate waits for the row: the
+        duplicate's conditional update then refunds nothing, and it answers the twin's
+        outcome instead of refusing a refunded payment."""
+        reserved = inventory_reserved(new_id(), new_customer())
+        payment.capture(reserved, store.uow(), POLICY)
+        failed = shipping_failed(reserved.order_id)
+        twin = store.uow()
+        with twin:
+            twin.mark_refunded(reserved.order_id, "shipping_failed: 00000")
+            twin.record_outcome(failed.id, [])
+
+            emitted = blocked(lambda: payment.refund(failed, store.uow(), POLICY), twin.commit)
+
+        assert emitted == []
 
 
 class TestFakePayments(PaymentContract):
