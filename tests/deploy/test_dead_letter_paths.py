@@ -90,3 +90,26 @@ def test_the_check_catches_a_source_that_dead_letters_into_its_own_topic(
     )
     redrive["spec"]["delivery"]["deadLetterSink"]["ref"]["name"] = "minimart-deadletter"
     assert _cycle(_dead_letter_graph(broken)) == ["redrive-source", "redrive-source"]
+
+
+def test_the_redrive_function_knows_exactly_the_declared_sinks(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """MINIMART_REDRIVE_SINKS of the redrive Service: the sink of every KafkaSource but its
+    own, each at the address Knative gives a cluster-local Service (what a KafkaSource writes
+    as knativeerrordest)."""
+    sources = kube.of_kind(rendered, "sources.knative.dev", "KafkaSource")
+    (redrive,) = (
+        d
+        for d in kube.of_kind(rendered, "serving.knative.dev", "Service")
+        if d["metadata"]["name"] == "redrive"
+    )
+    namespace = redrive["metadata"]["namespace"]
+    (container,) = redrive["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    declared = dict(item.split("=", 1) for item in env["MINIMART_REDRIVE_SINKS"].split(","))
+    expected = {
+        name: f"http://{name}.{namespace}.svc.cluster.local"
+        for name in {s["spec"]["sink"]["ref"]["name"] for s in sources} - {"redrive"}
+    }
+    assert declared == expected
