@@ -60,7 +60,7 @@ class FunctionProcess:
     source: Path
     signature: str
     port: int
-    host: str = "127.0.0.1"
+    host: str
 
     @property
     def process_name(self) -> str:
@@ -76,7 +76,7 @@ class DispatcherProcess:
     source: KafkaSourceSpec
     sink_url: str
     metrics_port: int
-    host: str = "127.0.0.1"  # where its metrics listen
+    host: str  # where its metrics listen
 
     @property
     def process_name(self) -> str:
