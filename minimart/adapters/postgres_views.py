@@ -8,7 +8,7 @@ module outside ``adapters/`` spells its tables.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -176,3 +176,47 @@ def order_payments(conn: Connection, order_id: str) -> list[dict[str, Any]]:
         " WHERE order_id = %(id)s",
         {"id": order_id},
     )
+
+
+# -- the benchmark's reads (bench/): times as epoch seconds ---------------------------------
+
+
+def orders_between(conn: Connection, started: float, ended: float) -> tuple[int, int, float | None]:
+    """Of the orders created between two moments: how many, how many are final, and when the
+    last of those became final (None: none)."""
+    row = conn.execute(
+        b"SELECT count(*),"
+        b" count(*) FILTER (WHERE status IN ('CONFIRMED', 'CANCELLED')),"
+        b" extract(epoch FROM max(updated_at)"
+        b"  FILTER (WHERE status IN ('CONFIRMED', 'CANCELLED')))::float8"
+        b" FROM orders WHERE created_at >= to_timestamp(%s) AND created_at <= to_timestamp(%s)",
+        (started, ended),
+    ).fetchone()
+    accepted, final, last = row or (0, 0, None)
+    return int(accepted), int(final), None if last is None else float(last)
+
+
+def timeline_moments(conn: Connection, order_ids: Sequence[str]) -> list[tuple[str, str, float]]:
+    """(order id, step, when) of every timeline step of these orders."""
+    rows = conn.execute(
+        b"SELECT order_id::text, step, extract(epoch FROM at)::float8"
+        b" FROM order_timeline WHERE order_id = ANY(%s::uuid[])",
+        (list(order_ids),),
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+
+
+def order_progress(
+    conn: Connection, order_ids: Sequence[str]
+) -> list[tuple[str, str, float, float | None, float | None]]:
+    """(order id, status, status changed at, created at, notified at) of these orders: when
+    the timeline recorded ``order.created`` and ``notification.sent`` (None: not yet)."""
+    rows = conn.execute(
+        b"SELECT o.id::text, o.status, extract(epoch FROM o.updated_at)::float8,"
+        b" extract(epoch FROM min(t.at) FILTER (WHERE t.step = 'order.created'))::float8,"
+        b" extract(epoch FROM max(t.at) FILTER (WHERE t.step = 'notification.sent'))::float8"
+        b" FROM orders o JOIN order_timeline t ON t.order_id = o.id"
+        b" WHERE o.id = ANY(%s::uuid[]) GROUP BY o.id",
+        (list(order_ids),),
+    ).fetchall()
+    return [(str(r[0]), str(r[1]), float(r[2]), r[3], r[4]) for r in rows]

@@ -45,6 +45,8 @@ INGRESS = "order"  # the public ingress (an HTTP function), served on settings.i
 REDRIVE = "redrive"  # its sinks are every other KafkaSource's (MINIMART_REDRIVE_SINKS)
 INFRASTRUCTURE = ("postgres", "redis", "mongo", "kafka")
 READY_TIMEOUT_S = 90.0
+STARTING_POLL_S = 0.1  # up: how often a starting program is asked whether it answers
+READY_POLL_S = 0.2  # wait_ready: how often every program of the stack is asked
 # The code a function or dispatcher runs; its hash is in each one's environment.
 CODE_FOLDERS = ("minimart", "functions", "eventing", "k8s")
 CODE_HASH_VARIABLE = "MINIMART_CODE_HASH"
@@ -304,7 +306,7 @@ class Stack:
         probe: Probe | None = None,
         code: Callable[[], str] = code_hash,
         ready_timeout_s: float = READY_TIMEOUT_S,
-        poll_s: float = 0.1,
+        poll_s: float = STARTING_POLL_S,
     ) -> None:
         self.settings = settings
         self.plan = plan if plan is not None else plan_stack(settings)
@@ -317,7 +319,7 @@ class Stack:
 
     # -- planning ----------------------------------------------------------------------
 
-    def define_programs(self, reload: bool = False) -> list[Program]:
+    def planned_programs(self, reload: bool = False) -> list[Program]:
         """The programs of every function and dispatcher of the plan (running the code of
         today's tree; ``reload``: functions restart when their code changes)."""
         code = self._code()
@@ -338,7 +340,7 @@ class Stack:
         a later ``up`` without it puts them back."""
         started = list(self.servers.ensure_up(INFRASTRUCTURE))
         sup = self.supervisor
-        programs = self.define_programs(reload)
+        programs = self.planned_programs(reload)
         with sup.lock("stack"):
             sup.define(programs)
             planned = {p.name for p in programs}
@@ -434,7 +436,7 @@ class Stack:
         while pending := self.not_ready():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(pending)}")
-            time.sleep(self._poll_s * 2)
+            time.sleep(READY_POLL_S)
 
 
 def programs(plan: StackPlan) -> list[str]:

@@ -315,3 +315,14 @@ def test_the_plan_of_the_manifests_uses_the_settings_host_and_ports() -> None:
     assert {fn.host for fn in plan.functions} == {"10.1.2.3"}
     assert {d.host for d in plan.dispatchers} == {"10.1.2.3"}
     assert all(d.sink_url.startswith("http://10.1.2.3:") for d in plan.dispatchers)
+
+
+def test_not_ready_names_the_programs_that_do_not_answer() -> None:
+    sup = FakeSupervisor()
+    stack_ = fake_stack(sup)
+    stack_.up()
+    sup.states["kafka"] = sup.states["fn-payment"] = "STOPPED"
+
+    assert stack_.not_ready() == ["kafka", "fn-payment"]
+    with pytest.raises(TimeoutError, match=r"not ready after 0s: kafka, fn-payment$"):
+        stack_.wait_ready(timeout=0)
