@@ -1,6 +1,7 @@
 """Bounded input at the HTTP edge of every function, before functions-framework reads a byte.
 
-``install_bounds(app, service, edge)`` (one line in each ``functions/*/main.py``) adds three guards:
+``install_bounds(app, service, edge)`` (one line in each ``functions/*/main.py``) adds up to
+three guards (the re-drive function takes the first only: it reads every letter itself):
 
 - **Body size** (a WSGI middleware, outermost): a ``Content-Length`` above the edge's limit is
   answered 413 without reading the body; a body without one (chunked) is read up to the limit
@@ -58,16 +59,17 @@ class Edge:
     """What a function takes in: its body limit, and how it names a bad body."""
 
     max_bytes: Callable[[Settings], int]
-    cloud_events: bool
-    kind: str  # the problem type of a 400
-    title: str
+    json_depth: bool  # refuse a body nested deeper than MAX_JSON_DEPTH
+    cloud_events: bool  # a CloudEvent function: what functions-framework cannot read is a 400
+    kind: str = "invalid-event"  # the problem type of a 400
+    title: str = "Invalid event"
 
 
-API = Edge(lambda s: s.max_request_bytes, False, "unsupported-json", "Unsupported JSON")
-EVENTS = Edge(lambda s: s.max_event_bytes, True, "invalid-event", "Invalid event")
-DEAD_LETTERS = Edge(
-    lambda s: s.max_event_bytes + DEAD_LETTER_MARGIN_BYTES, True, "invalid-event", "Invalid event"
-)
+API = Edge(lambda s: s.max_request_bytes, True, False, "unsupported-json", "Unsupported JSON")
+EVENTS = Edge(lambda s: s.max_event_bytes, True, True)
+# The re-drive function reads every letter itself and refuses none (its own reader copes with
+# any JSON): only its body is bounded, a little above an event's.
+DEAD_LETTERS = Edge(lambda s: s.max_event_bytes + DEAD_LETTER_MARGIN_BYTES, False, False)
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -85,7 +87,8 @@ def install_bounds(app: flask.Flask, service: str, edge: Edge) -> None:
             return None
         return _refuse(service, "too-deep", edge, f"the body nests deeper than {MAX_JSON_DEPTH}")
 
-    app.before_request(refuse_deep_json)
+    if edge.json_depth:
+        app.before_request(refuse_deep_json)
     if edge.cloud_events:
 
         def unreadable(exc: Exception) -> flask.Response:

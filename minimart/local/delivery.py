@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httptools
 from prometheus_client import Counter, Histogram
 
+from minimart.catalog import ERROR_EXTENSIONS
 from minimart.manifests import KafkaSourceSpec
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 NAMESPACE = "minimart"
 WRAPPED_EVENT_TYPE = "dev.knative.kafka.event"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents"
-# Knative's KafkaSource sets no delivery timeout by default; a hung sink must not hang forever.
-DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
 RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
 ERROR_DATA_MAX_BYTES = 4096
 DEAD_LETTER_TIMEOUT_S = 10.0
@@ -133,17 +132,23 @@ class OutgoingEvent:
     body: bytes
     structured: bool = False
 
-    def with_extensions(self, extensions: Mapping[str, str]) -> OutgoingEvent:
-        """This event with more extension attributes (inside the JSON when structured)."""
+    def with_extensions(
+        self, extensions: Mapping[str, str], dropping: Iterable[str] = ()
+    ) -> OutgoingEvent:
+        """This event with more extension attributes (inside the JSON when structured), and
+        without the attributes ``dropping``."""
+        dropped = set(dropping)
         if not self.structured:
-            return replace(self, attributes={**self.attributes, **extensions})
+            kept = {k: v for k, v in self.attributes.items() if k not in dropped}
+            return replace(self, attributes={**kept, **extensions})
         try:
             document = json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
         if not isinstance(document, dict):
             return replace(self, attributes={**self.attributes, **extensions})
-        body = json.dumps({**document, **extensions}).encode()
+        kept = {k: v for k, v in document.items() if k not in dropped}
+        body = json.dumps({**kept, **extensions}).encode()
         return replace(self, body=body)
 
     def http_headers(self) -> dict[str, str]:
@@ -195,6 +200,14 @@ def wrapped_source(source_name: str, topic: str) -> str:
     return f"/apis/v1/namespaces/{NAMESPACE}/kafkasources/{source_name}#{topic}"
 
 
+def _json_object(body: bytes) -> bool:
+    """Whether ``body`` is a JSON object (only asked of the rare structured-mode record)."""
+    try:
+        return isinstance(json.loads(body), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def to_event(source_name: str, record: Record) -> OutgoingEvent:
     """The CloudEvent a record stands for; records without ``ce_specversion`` are wrapped."""
     attributes: dict[str, str] = {}
@@ -215,7 +228,11 @@ def to_event(source_name: str, record: Record) -> OutgoingEvent:
     if "specversion" in attributes:
         return OutgoingEvent(attributes, content_type, trace, record.key, body)
     if content_type is not None and content_type.startswith(STRUCTURED_CONTENT_TYPE):
-        return OutgoingEvent({}, content_type, trace, record.key, body, structured=True)
+        if _json_object(body):
+            return OutgoingEvent({}, content_type, trace, record.key, body, structured=True)
+        # Says structured, but is no JSON object: no CloudEvent, so wrapped like one (and
+        # its dead letter can carry the knativeerror* extensions as headers).
+        other["content-type"], content_type = content_type, None
     wrapped = {
         "specversion": "1.0",
         "id": f"partition:{record.partition}/offset:{record.offset}",
@@ -268,7 +285,7 @@ class KafkaDeadLetterSink:
             return self._producer
 
     def publish(self, topic: str, event: OutgoingEvent, extensions: Mapping[str, str]) -> None:
-        letter = event.with_extensions(extensions)
+        letter = event.with_extensions(extensions, dropping=ERROR_EXTENSIONS)
         producer = self._get()
         reported = threading.Event()
         errors: list[Any] = []
@@ -439,7 +456,7 @@ class Deliverer:
         self.spec = spec
         self.sink_url = sink_url
         self._dead_letters = dead_letters
-        self._timeout_s = spec.delivery.timeout_s or DEFAULT_ATTEMPT_TIMEOUT_S
+        self._timeout_s = spec.delivery.attempt_timeout_s
         self._wait = sleep or (lambda stop, seconds: stop.wait(seconds))
 
     def new_connection(self) -> SinkConnection:
@@ -510,11 +527,11 @@ class Deliverer:
                 "%s: delivery failed (%s) and there is no dead-letter sink: dropped", where, reason
             )
             return Outcome.DROPPED
-        extensions = {
-            "knativeerrordest": self.sink_url,
-            "knativeerrorcode": str(result.status),
-            "knativeerrordata": error_data(result.body) if result.body else result.error,
-        }
+        # As Knative's dispatcher: no knativeerrorcode when no response came back at all.
+        extensions = {"knativeerrordest": self.sink_url}
+        if result.status:
+            extensions["knativeerrorcode"] = str(result.status)
+        extensions["knativeerrordata"] = error_data(result.body) if result.body else result.error
         delay = 0.5
         while True:
             try:

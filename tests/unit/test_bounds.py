@@ -41,8 +41,9 @@ EVENT_FUNCTIONS = (*SAGA_FUNCTIONS, "redrive")
 
 @pytest.fixture(scope="module")
 def apps() -> dict[str, flask.Flask]:
-    built = {name: create_app(name, "cloudevent") for name in EVENT_FUNCTIONS}
+    built = {name: create_app(name, "cloudevent") for name in SAGA_FUNCTIONS}
     built["order"] = create_app("order", "http")
+    built["redrive"] = create_app("redrive", "http")
     return built
 
 
@@ -274,7 +275,7 @@ def deep(levels: int) -> bytes:
     return b"[" * levels + b"]" * levels
 
 
-@pytest.mark.parametrize("name", EVENT_FUNCTIONS)
+@pytest.mark.parametrize("name", SAGA_FUNCTIONS)
 @pytest.mark.parametrize("mode", ["binary", "structured"])
 def test_deep_json_is_a_bad_event_not_a_crash(
     client: Callable[[str], FlaskClient], name: str, mode: str
@@ -300,7 +301,7 @@ def test_deep_json_is_a_bad_request_at_the_api(client: Callable[[str], FlaskClie
 # -- numbers -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", EVENT_FUNCTIONS)
+@pytest.mark.parametrize("name", SAGA_FUNCTIONS)
 def test_an_integer_of_5000_digits_is_a_bad_event(
     client: Callable[[str], FlaskClient], name: str
 ) -> None:
@@ -461,6 +462,18 @@ def test_a_nul_in_a_percent_encoded_event_id_is_a_bad_event(
 
     response = client("inventory").post("/", headers=ce_headers(**{"ce-id": "a%00b"}), data=body)
 
+    assert "id" in problem_of(response, 400)["detail"]
+
+
+def test_a_lone_surrogate_in_a_structured_event_id_is_a_bad_event(
+    client: Callable[[str], FlaskClient],
+) -> None:
+    data = order_facts(str(uuid.uuid4()))
+    envelope = {"specversion": "1.0", "type": EventType.ORDER_CREATED.value, "source": "/t",
+                "id": "x\ud800", "datacontenttype": "application/json", "data": data}  # fmt: skip
+
+    response = client("inventory").post("/", headers=STRUCTURED, data=json.dumps(envelope))
+
     assert "the id must be" in problem_of(response, 400)["detail"]
 
 
@@ -491,7 +504,7 @@ def test_nul_and_lone_surrogates_are_bad_requests_at_the_api(
         (STRUCTURED, structured(b"1" + b"0" * 4_400)),
     ],
 )
-@pytest.mark.parametrize("name", EVENT_FUNCTIONS)
+@pytest.mark.parametrize("name", SAGA_FUNCTIONS)
 def test_a_body_functions_framework_cannot_read_is_a_bad_event(
     client: Callable[[str], FlaskClient], name: str, headers: dict[str, str], body: bytes
 ) -> None:
@@ -500,6 +513,25 @@ def test_a_body_functions_framework_cannot_read_is_a_bad_event(
     assert response.status_code < 500, response.data[:300]
     if response.status_code >= 400:
         assert response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        (ce_headers(), b"[" * 65_536),
+        (STRUCTURED, structured(b"[" * 65_536)),
+        (STRUCTURED, structured(b"9" * 5_000)),
+        (STRUCTURED, b"\xff\xfe{not utf-8"),
+    ],
+)
+def test_the_redrive_function_reads_any_letter_within_its_limit(
+    client: Callable[[str], FlaskClient], headers: dict[str, str], body: bytes
+) -> None:
+    """It refuses no letter but an oversized one (what it refuses is parked): it keeps them."""
+    response = client("redrive").post("/", headers=headers, data=body)
+
+    assert response.status_code == 200, response.data[:300]
+    assert response.get_json()["verdict"] == "keep"
 
 
 def test_a_fault_of_the_handler_is_still_a_server_error(

@@ -66,8 +66,9 @@ PUBLISHED: list[tuple[str, Any]] = []  # what every function here published (a f
 
 @pytest.fixture(scope="module")
 def apps() -> dict[str, flask.Flask]:
-    built = {name: create_app(name, "cloudevent") for name in EVENT_FUNCTIONS}
+    built = {name: create_app(name, "cloudevent") for name in SAGA_FUNCTIONS}
     built["order"] = create_app("order", "http")
+    built["redrive"] = create_app("redrive", "http")
     fakes, orders = Fakes(), EveryOrder()
     fakes.publisher.published = PUBLISHED
     container = bootstrap(
