@@ -5,12 +5,13 @@ in-process (functions-framework test clients, a container of fakes); random requ
 order API; and schemathesis from api/openapi.yaml against the ingress app.
 
 The default run is bounded and derandomized (the same examples every run: no flakes); the
-``slow`` variants explore at random, longer (``make reliability``).
+``slow`` variants explore at random, longer (``make fuzz-edges``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -48,7 +49,13 @@ BOUNDED = hypothesis.settings(
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
-LONGER = hypothesis.settings(BOUNDED, max_examples=1_500, derandomize=False)
+# The longer, random runs: `make fuzz-edges` (FUZZ_EXAMPLES per test); skipped otherwise, so
+# that `pytest tests/unit` stays quick.
+LONGER_EXAMPLES = int(os.environ.get("MINIMART_FUZZ_EXAMPLES", "0"))
+LONGER = hypothesis.settings(BOUNDED, max_examples=max(LONGER_EXAMPLES, 1), derandomize=False)
+longer = pytest.mark.skipif(
+    LONGER_EXAMPLES == 0, reason="set MINIMART_FUZZ_EXAMPLES (make fuzz-edges) to run it"
+)
 
 
 class EveryOrder(FakeOrders):
@@ -279,6 +286,7 @@ def test_no_delivery_makes_a_function_fail(
 
 
 @pytest.mark.slow
+@longer
 @pytest.mark.parametrize("name", EVENT_FUNCTIONS)
 @LONGER
 @given(data=st.data())
@@ -347,6 +355,7 @@ def test_no_request_makes_the_api_fail(
 
 
 @pytest.mark.slow
+@longer
 @LONGER
 @given(request=requests_())
 def test_no_request_makes_the_api_fail_longer(
