@@ -14,20 +14,21 @@ cd "$(dirname "$0")/.."
 
 CLUSTER_NAME="${CLUSTER_NAME:-minimart}"
 CONTEXT="kind-${CLUSTER_NAME}"
-# The newest patch release of the knative-v1.16 line of each component (net-kourier has no
-# patch release of it); docs/deploy.md says why this line. Bump them together.
-KNATIVE_SERVING_VERSION="${KNATIVE_SERVING_VERSION:-knative-v1.16.3}"
-KNATIVE_KOURIER_VERSION="${KNATIVE_KOURIER_VERSION:-knative-v1.16.0}"
-KNATIVE_EVENTING_VERSION="${KNATIVE_EVENTING_VERSION:-knative-v1.16.7}"
-KNATIVE_KAFKA_VERSION="${KNATIVE_KAFKA_VERSION:-knative-v1.16.3}"
+# knative-v1.23.0 of each component: the newest line whose parts all exist at one version and
+# whose Go modules the module proxy serves (tests/knative-check runs that exact release);
+# docs/deploy.md says why. Bump them together, with tests/knative-check/go.mod.
+KNATIVE_SERVING_VERSION="${KNATIVE_SERVING_VERSION:-knative-v1.23.0}"
+KNATIVE_KOURIER_VERSION="${KNATIVE_KOURIER_VERSION:-knative-v1.23.0}"
+KNATIVE_EVENTING_VERSION="${KNATIVE_EVENTING_VERSION:-knative-v1.23.0}"
+KNATIVE_KAFKA_VERSION="${KNATIVE_KAFKA_VERSION:-knative-v1.23.0}"
 # skaffold.yaml's apiVersion skaffold/v4beta13 is read by skaffold 2.15 and later only.
 SKAFFOLD_MINIMUM="2.15"
-KIND_RELEASE="0.25"
+KIND_RELEASE="0.31"
 # Kourier's HTTP port as kind-config.yaml publishes it on the host.
 INGRESS="http://127.0.0.1:8080"
 
 SERVING="https://github.com/knative/serving/releases/download/${KNATIVE_SERVING_VERSION}"
-KOURIER="https://github.com/knative/net-kourier/releases/download/${KNATIVE_KOURIER_VERSION}"
+KOURIER="https://github.com/knative-extensions/net-kourier/releases/download/${KNATIVE_KOURIER_VERSION}"
 EVENTING="https://github.com/knative/eventing/releases/download/${KNATIVE_EVENTING_VERSION}"
 KAFKA="https://github.com/knative-extensions/eventing-kafka-broker/releases/download/${KNATIVE_KAFKA_VERSION}"
 

@@ -27,7 +27,7 @@ from minimart.settings import PROJECT_ROOT
 
 SCHEMAS_DIR = PROJECT_ROOT / "tests" / "deploy" / "schemas"
 # The Kubernetes of the kind node image (kind-config.yaml): built-in kinds are checked against it.
-KUBERNETES_VERSION = "1.29"
+KUBERNETES_VERSION = "1.35"
 MANIFEST_FOLDERS = ("k8s", "eventing")
 TOP_LEVEL_FILES = ("skaffold.yaml", "kind-config.yaml")
 KUSTOMIZE_ROOT = PROJECT_ROOT / "k8s"

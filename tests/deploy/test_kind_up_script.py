@@ -20,7 +20,7 @@ SCRIPT = PROJECT_ROOT / "scripts" / "kind-up.sh"
 STUB = """#!/usr/bin/env bash
 echo "{name} $*" >> "$KIND_UP_LOG"
 case "{name} $*" in
-  "kind version") echo "kind v0.25.0 go1.22.9 linux/amd64" ;;
+  "kind version") echo "kind v0.31.0 go1.25.5 linux/amd64" ;;
   "skaffold version") echo "$SKAFFOLD_STUB_VERSION" ;;
   *"get ksvc order"*) echo "http://order.minimart.localhost" ;;
 esac
@@ -64,13 +64,13 @@ def test_kind_up_runs_every_step_in_order_and_prints_the_way_in(tmp_path: Path) 
     assert code == 0, output
     order = [
         "kind create cluster --name minimart --config kind-config.yaml",
-        "knative-v1.16.3/serving-core.yaml",
-        "knative-v1.16.0/kourier.yaml",
+        "knative-v1.23.0/serving-core.yaml",
+        "knative-v1.23.0/kourier.yaml",
         "patch -f k8s/knative/serving-config-domain.yaml --type merge",
         "patch -f k8s/knative/serving-config-network.yaml --type merge",
-        "knative-v1.16.7/eventing-core.yaml",
+        "knative-v1.23.0/eventing-core.yaml",
         "patch -f k8s/knative/eventing-config-features.yaml --type merge",
-        "knative-v1.16.3/eventing-kafka-sink.yaml",
+        "knative-v1.23.0/eventing-kafka-sink.yaml",
         "apply -k k8s/observability",
         "delete job create-topics --namespace minimart --ignore-not-found",
         "skaffold run -p local-kind --default-repo=kind.local",

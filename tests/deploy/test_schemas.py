@@ -163,7 +163,7 @@ def test_custom_resources_are_checked_against_the_shared_schemas(
     used = {kube.validate(m.doc) for m in manifests}
     for expected in (
         "serving.knative.dev/service_v1.json",
-        "sources.knative.dev/kafkasource_v1beta1.json",
+        "sources.knative.dev/kafkasource_v1.json",
         "eventing.knative.dev/kafkasink_v1alpha1.json",
         "kind.x-k8s.io/cluster_v1alpha4.json",
     ):

@@ -824,7 +824,7 @@ def test_kind_up_installs_pinned_consistent_knative_releases() -> None:
     assert len(lines) == 1, f"one release line for every component: {versions}"
     for repo in (
         "knative/serving",
-        "knative/net-kourier",
+        "knative-extensions/net-kourier",
         "knative/eventing",
         "knative-extensions/eventing-kafka-broker",
     ):
@@ -860,12 +860,16 @@ def test_the_go_check_is_pinned_to_the_release_line_the_cluster_installs() -> No
         assert match, required[module]
         assert int(match.group(1)) == line + 27, f"{module} {required[module]}: not 1.{line}"
         assert int(match.group(2)) <= patch, module
-    # Serving is the exact release; eventing's patches after v0.43.3 are not on the module proxy
-    # (docs/deploy.md: the packages the check uses are unchanged up to knative-v1.16.7).
-    assert required["knative.dev/serving"] == "v0.43.3"
-    assert versions["KNATIVE_SERVING_VERSION"] == "knative-v1.16.3"
-    assert required["sigs.k8s.io/kind"] == "v0.25.0"
-    assert "built for\n# kind v0.25.0" in (PROJECT_ROOT / "kind-config.yaml").read_text()
+    # The check runs the very release the cluster installs: serving and eventing v0.50.0 are
+    # knative-v1.23.0 (the module proxy serves no later v0.50 patch, and no 1.23 patch is tagged).
+    assert required["knative.dev/serving"] == "v0.50.0"
+    assert required["knative.dev/eventing"] == "v0.50.0"
+    assert versions["KNATIVE_SERVING_VERSION"] == "knative-v1.23.0"
+    assert versions["KNATIVE_EVENTING_VERSION"] == "knative-v1.23.0"
+    # Every part of the cluster at one release (Kourier and the Kafka source/sink too).
+    assert len(set(versions.values())) == 1, versions
+    assert required["sigs.k8s.io/kind"] == "v0.31.0"
+    assert "built for\n# kind v0.31.0" in (PROJECT_ROOT / "kind-config.yaml").read_text()
 
 
 def _knative_config(namespace: str, name: str) -> dict[str, str]:
@@ -947,14 +951,14 @@ def test_the_dead_letter_sink_does_not_own_its_topic(rendered: list[dict[str, An
 
 
 def test_the_kind_node_image_is_pinned_to_what_the_knative_line_supports() -> None:
-    """A Kubernetes minor the knative-v1.16 line is tested on, pinned by digest."""
+    """A Kubernetes minor the knative-v1.23 line is tested on, pinned by digest."""
     (cluster,) = (m.doc for m in kube.load_file(PROJECT_ROOT / "kind-config.yaml"))
     images = {node.get("image") for node in cluster["nodes"]}
     assert len(images) == 1, images
     (image,) = images
     match = re.fullmatch(r"kindest/node:v(1\.\d+)\.\d+@sha256:[0-9a-f]{64}", str(image))
     assert match, image
-    assert match.group(1) in {"1.28", "1.29"}, "serving's e2e matrix at knative-v1.16.3"
+    assert match.group(1) in {"1.34", "1.35"}, "serving's e2e matrix at knative-v1.23.0"
     assert match.group(1) == kube.KUBERNETES_VERSION, "built-in kinds validate for that version"
 
 
