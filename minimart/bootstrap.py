@@ -67,6 +67,7 @@ class Container:
         shipments: ShipmentStore | None = None,
         notifications: NotificationOutbox | None = None,
         relay: OutboxRelay | None = None,
+        records: RecordPublisher | None = None,
         on_saga_closed: SagaClosed = _saga_closed,
     ) -> None:
         self.settings = settings
@@ -79,6 +80,7 @@ class Container:
             "shipments": shipments,
             "notifications": notifications,
             "relay": relay,
+            "records": records,
         }
         self.__dict__.update({name: value for name, value in given.items() if value is not None})
         self.inventory_uow = inventory_uow or self._postgres_inventory

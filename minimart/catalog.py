@@ -19,6 +19,10 @@ from cloudevents.http import CloudEvent
 
 SOURCE_PREFIX = "/minimart"
 DEAD_LETTER_TOPIC = "minimart.deadletter"
+# Where the source that reads DEAD_LETTER_TOPIC (redrive-source) dead-letters what it gives up
+# on: a topic no KafkaSource reads, so no letter can cycle (eventing/redrive-source.yaml).
+PARKED_TOPIC = "minimart.deadletter.parked"
+DEAD_LETTER_TOPICS = (DEAD_LETTER_TOPIC, PARKED_TOPIC)
 # The extensions a KafkaSource adds to what it dead-letters (Knative's names), and the one
 # minimart adds to an event each time it is re-driven.
 ERROR_EXTENSIONS = ("knativeerrordest", "knativeerrorcode", "knativeerrordata")
@@ -57,7 +61,7 @@ class EventType(StrEnum):
         raise KeyError(topic)
 
 
-ALL_TOPICS: tuple[str, ...] = (*(t.topic for t in EventType), DEAD_LETTER_TOPIC)
+ALL_TOPICS: tuple[str, ...] = (*(t.topic for t in EventType), *DEAD_LETTER_TOPICS)
 
 _ORDER_ID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
 _MONEY = {"type": "integer", "minimum": 0}

@@ -7,12 +7,11 @@ anything transient raises, which answers 500 and is retried.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from typing import Any
-from urllib.parse import unquote, urljoin
+from urllib.parse import urljoin
 
 import flask
 import requests
@@ -20,6 +19,7 @@ from cloudevents.http import CloudEvent
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
+from minimart import binding
 from minimart.bootstrap import STEPS, Container, bootstrap
 from minimart.catalog import InvalidEvent, parse
 from minimart.handlers import redrive
@@ -65,14 +65,6 @@ def container_of(app: flask.Flask) -> Container:
     return found
 
 
-def header_text(value: str) -> str:
-    """A CloudEvents attribute as an HTTP header carries it, decoded (HTTP binding 3.1.3.2):
-    percent-decoded (UTF-8); a value in double quotes, as older senders wrote them, unquoted."""
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        value = value[1:-1]
-    return unquote(value, errors="replace") if "%" in value else value
-
-
 def decode_binary_attributes(cloud_event: CloudEvent, content_type: str | None) -> None:
     """Percent-decode the attributes of a binary-mode event in place.
 
@@ -85,7 +77,7 @@ def decode_binary_attributes(cloud_event: CloudEvent, content_type: str | None) 
         return
     for name, value in list(cloud_event.get_attributes().items()):
         if isinstance(value, str) and ("%" in value or value[:1] == '"'):
-            cloud_event[name] = header_text(value)
+            cloud_event[name] = binding.header_text(value)
 
 
 def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
@@ -141,37 +133,52 @@ def _handle(service: str, cloud_event: CloudEvent, c: Container) -> None:
     STEP_SECONDS.labels(service, event.type.short).observe(time.perf_counter() - started)
 
 
-def handle_dead_letter(cloud_event: CloudEvent) -> None:
-    """The re-drive function: a dead letter back to its topic when its failure was transient
-    and its sink is healthy again (``minimart.handlers.redrive``); 503 while the sink is down,
-    so the re-drive KafkaSource retries later; a poison letter is left where it is."""
+def declared_sinks(c: Container) -> redrive.DeclaredSinks:
+    """The sinks a dead letter may go back through: the manifests' (settings), with the
+    event types each one's step accepts."""
+    urls = c.settings.redrive_sink_urls
+    accepts = {name: STEPS[name].accepts for name in urls if name in STEPS}
+    return redrive.DeclaredSinks(urls, accepts)
+
+
+def handle_dead_letter(request: flask.Request) -> Any:
+    """The re-drive function (an HTTP function: it reads every letter itself, a letter that
+    is no valid CloudEvent too, and never refuses one, so nothing it reads is dead-lettered
+    again): a dead letter back to its topic when its failure was transient and its declared
+    sink is healthy again (``minimart.handlers.redrive``); 503 while the sink is down, so the
+    re-drive KafkaSource retries later; anything else is kept where it is, for a human."""
     c = container_of(flask.current_app)
-    decode_binary_attributes(cloud_event, flask.request.mimetype)
-    if "ce-specversion" in flask.request.headers:  # binary mode: the body is the data as it was
-        data = flask.request.get_data()
+    event = binding.from_http(request.headers.items(), request.get_data())
+    letter = redrive.DeadLetter(event.attributes, event.data)
+    if not event.readable:
+        decision = redrive.Decision(redrive.Verdict.KEEP, "not a CloudEvent")
     else:
-        body = cloud_event.get_data()
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    letter = redrive.DeadLetter({k: str(v) for k, v in cloud_event.get_attributes().items()}, data)
-    decision = redrive.decide(
-        letter, own_host=flask.request.host, sink_healthy=lambda: _healthy(letter.destination)
-    )
+        sinks = declared_sinks(c)
+        decision = redrive.decide(
+            letter, sinks=sinks, sink_healthy=lambda name: _healthy(sinks.urls[name])
+        )
     level = logging.WARNING if decision.verdict is redrive.Verdict.KEEP else logging.INFO
-    log.log(level, "dead letter %s (HTTP %s from %s): %s, %s", cloud_event.get("id"),
+    log.log(level, "dead letter %s (HTTP %s from %s): %s, %s", letter.attributes.get("id"),
             letter.code, letter.destination, decision.verdict, decision.reason)  # fmt: skip
     EVENTS_HANDLED.labels("redrive", "deadletter", decision.verdict.value).inc()
     if decision.verdict is redrive.Verdict.WAIT:
-        flask.abort(problem(503, "sink-down", "Sink not healthy yet", decision.reason))
+        return problem(503, "sink-down", "Sink not healthy yet", decision.reason)
     if decision.verdict is redrive.Verdict.REDRIVE and letter.topic is not None:
         record = redrive.redriven(letter, letter.topic)
         c.records.publish_record(record.topic, record.key, record.value, record.headers)
+    return flask.jsonify(verdict=decision.verdict.value, reason=decision.reason)
 
 
 def _healthy(sink_url: str) -> bool:
+    """Whether a declared sink answers its readiness probe with a 2xx (no redirect followed:
+    a 3xx is not healthy)."""
     try:
-        return requests.get(urljoin(sink_url, "/healthz"), timeout=HEALTH_TIMEOUT_S).ok
+        response = requests.get(
+            urljoin(sink_url, "/healthz"), timeout=HEALTH_TIMEOUT_S, allow_redirects=False
+        )
     except requests.RequestException:
         return False
+    return 200 <= response.status_code < 300
 
 
 def install_operational_routes(app: flask.Flask, service: str) -> None:

@@ -100,6 +100,10 @@ class Settings:
     trace_file: str = setting("MINIMART_TRACE_FILE", "")
     # Share of orders traced (decided once, where the order enters; every hop follows it).
     trace_sample_ratio: float = setting("MINIMART_TRACE_SAMPLE_RATIO", 1.0, _rate)
+    # The redrive function's sinks, declared by the manifests (eventing/ and k8s/): which URL
+    # a dead letter may go back through and whose /healthz is asked. "service=url,...": the
+    # local runner derives it from the plan, k8s/functions/redrive.yaml spells it out.
+    redrive_sinks: str = setting("MINIMART_REDRIVE_SINKS", "")
     # Knative sets K_SERVICE in every function's container.
     service_name: str = setting("MINIMART_SERVICE_NAME", "minimart", fallbacks=("K_SERVICE",))
 
@@ -116,6 +120,23 @@ class Settings:
         for name, value in derived.items():
             if not getattr(self, name):
                 object.__setattr__(self, name, value)
+
+    @property
+    def redrive_sink_urls(self) -> dict[str, str]:
+        """``redrive_sinks`` as service -> URL."""
+        urls = {}
+        for item in filter(None, (part.strip() for part in self.redrive_sinks.split(","))):
+            service, sep, url = item.partition("=")
+            if (
+                not sep
+                or not service.strip()
+                or not url.strip().startswith(("http://", "https://"))
+            ):
+                raise SettingsError(
+                    f"MINIMART_REDRIVE_SINKS: expected service=http://host:port, got {item!r}"
+                )
+            urls[service.strip()] = url.strip()
+        return urls
 
     @staticmethod
     def declarations() -> dict[str, Key]:

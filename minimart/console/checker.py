@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from minimart.catalog import DEAD_LETTER_TOPIC, EventType
+from minimart.catalog import EventType
 from minimart.console.books import (
     Books,
     DeadLetterFilter,
@@ -230,7 +230,7 @@ def dead_letters_resolved(books: Books, expected: DeadLetterFilter) -> Iterator[
             yield Violation(
                 "dead-letter",
                 letter.event_id,
-                f"{letter.event_type} in {DEAD_LETTER_TOPIC}: {letter.reason}",
+                f"{letter.event_type} in {letter.record.topic}: {letter.reason}",
             )
 
 

@@ -91,10 +91,12 @@ def _deadletters(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps({"id": letter.event_id, "type": letter.event_type,
                               "orderId": letter.order_id, "code": letter.code,
                               "destination": letter.destination, "data": letter.data,
+                              "topic": letter.record.topic, "parked": letter.parked,
                               "time": letter.timestamp.isoformat()}))  # fmt: skip
         else:
+            parked = " [parked]" if letter.parked else ""
             print(f"{letter.timestamp:%Y-%m-%d %H:%M:%S} {letter.event_id} "
-                  f"{letter.event_type}: {letter.reason}")  # fmt: skip
+                  f"{letter.event_type}{parked}: {letter.reason}")  # fmt: skip
     print(f"{len(letters)} dead letters", file=sys.stderr)
     return 0
 

@@ -28,7 +28,7 @@ import urllib3
 from kafka import KafkaProducer, TopicPartition
 
 from minimart import kafka_clients
-from minimart.catalog import DEAD_LETTER_TOPIC, ERROR_EXTENSIONS, EventType
+from minimart.catalog import DEAD_LETTER_TOPICS, ERROR_EXTENSIONS, PARKED_TOPIC, EventType
 from minimart.local.delivery import STRUCTURED_CONTENT_TYPE, KafkaRecord, to_event
 from minimart.settings import Settings
 
@@ -295,8 +295,14 @@ class DeadLetter:
         return html.unescape(text).strip()
 
     @property
+    def parked(self) -> bool:
+        """Given up on by the source that reads the dead letters: no source reads it."""
+        return self.record.topic == PARKED_TOPIC
+
+    @property
     def reason(self) -> str:
-        return f"HTTP {self.code} from {self.destination}: {self.detail}"
+        answer = f"HTTP {self.code}" if self.code else "no response"
+        return f"{answer} from {self.destination or '?'}: {self.detail}"
 
     @property
     def original_topic(self) -> str | None:
@@ -329,7 +335,9 @@ def dead_letter(rec: RecordedEvent) -> DeadLetter:
 
 
 def read_dead_letters(settings: Settings) -> list[DeadLetter]:
-    return [dead_letter(rec) for rec in read_topics(settings, [DEAD_LETTER_TOPIC])]
+    """The letters of both dead-letter topics: those the redrive function reads, and those
+    parked (``DEAD_LETTER_TOPICS``)."""
+    return [dead_letter(rec) for rec in read_topics(settings, DEAD_LETTER_TOPICS)]
 
 
 @dataclass(frozen=True)

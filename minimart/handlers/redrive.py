@@ -1,18 +1,23 @@
 """Which dead letters go back to their topic by themselves, and when.
 
 A KafkaSource dead-letters an event after its retries (a sink that was down longer than the
-retry budget: connection refused, timeout, 5xx) or at once (a 4xx: the event is poison). The
-re-drive function reads the dead-letter topic: a transient failure is published again to the
-event's own topic once its sink answers its health check; a poison one never is. While the
-sink is still down it answers 503, so the re-drive source's own retries wait (with backoff)
-for it. Re-driving is safe because every step is idempotent and an order's events are a chain
-(each one caused by the one before), so a re-driven event is the only one of its order in
-flight; ``MAX_REDRIVES`` bounds an event whose sink is healthy yet keeps failing on it.
+retry budget: no answer, timeout, 5xx) or at once (a 4xx: the event is poison). The re-drive
+function reads the dead-letter topic: a transient failure is published again to the event's
+own topic once its sink answers its health check; a poison one never is. While the sink is
+still down it answers 503, so the re-drive source's own retries wait (with backoff) for it.
+Re-driving is safe because every step is idempotent and an order's events are a chain (each
+one caused by the one before), so a re-driven event is the only one of its order in flight;
+``MAX_REDRIVES`` bounds an event whose sink is healthy yet keeps failing on it.
+
+Nothing in a letter is trusted (anyone who can write the dead-letter topic writes letters):
+the sink it names must be one the manifests declare (``DeclaredSinks``), whose URL, not the
+letter's, is the one asked; the sink must consume the letter's type; and only a failure the
+data plane marks as transient counts as one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -20,9 +25,12 @@ from urllib.parse import urlsplit
 from minimart.catalog import ERROR_EXTENSIONS, REDRIVES_EXTENSION, EventType
 
 MAX_REDRIVES = 3
-# Statuses a delivery gives up on that say nothing against the event: no answer at all (0),
-# a timeout, throttling, a server error.
+# Statuses a delivery gives up on that say nothing against the event: a timeout, throttling,
+# a server error. Knative's dispatcher writes no knativeerrorcode at all when no response
+# came back (a refused connection, a timeout of its own): that is transient too.
 TRANSIENT_CLIENT_STATUSES = frozenset({408, 429})
+CODE = "knativeerrorcode"
+DESTINATION = "knativeerrordest"
 
 
 @dataclass(frozen=True)
@@ -34,25 +42,59 @@ class DeadLetter:
     data: bytes
 
     @property
-    def code(self) -> str:
-        return self.attributes.get("knativeerrorcode", "")
+    def code(self) -> str | None:
+        """``knativeerrorcode``; None when the data plane got no response at all."""
+        return self.attributes.get(CODE)
 
     @property
     def destination(self) -> str:
-        return self.attributes.get("knativeerrordest", "")
+        return self.attributes.get(DESTINATION, "")
 
     @property
     def redrives(self) -> int:
         raw = self.attributes.get(REDRIVES_EXTENSION, "0")
-        return int(raw) if raw.isdigit() else 0
+        return int(raw) if raw.isdigit() and len(raw) < 6 else MAX_REDRIVES
+
+    @property
+    def event_type(self) -> EventType | None:
+        """The event's type if the catalog has it."""
+        try:
+            return EventType(self.attributes.get("type", ""))
+        except ValueError:
+            return None
 
     @property
     def topic(self) -> str | None:
         """The event's own topic (the catalog's, from its type); None outside the catalog."""
-        try:
-            return EventType(self.attributes.get("type", "")).topic
-        except ValueError:
+        event_type = self.event_type
+        return None if event_type is None else event_type.topic
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, the port made explicit; None if not one."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+@dataclass(frozen=True)
+class DeclaredSinks:
+    """The sinks the manifests declare (service -> URL) and the event types each consumes."""
+
+    urls: Mapping[str, str]
+    accepts: Mapping[str, Collection[EventType]]
+
+    def named_by(self, destination: str) -> str | None:
+        """The declared service whose URL has the origin of ``destination``, if any."""
+        wanted = _origin(destination)
+        if wanted is None:
             return None
+        return next((name for name, url in self.urls.items() if _origin(url) == wanted), None)
 
 
 @dataclass(frozen=True)
@@ -90,31 +132,38 @@ class Verdict(StrEnum):
 class Decision:
     verdict: Verdict
     reason: str
+    sink: str | None = None  # the declared service asked, for REDRIVE and WAIT
 
 
-def transient(code: str) -> bool:
-    """Whether a ``knativeerrorcode`` is a failure of the moment rather than of the event."""
-    if not code.strip() or code.strip() == "0":
+def transient(code: str | None) -> bool:
+    """Whether a letter's ``knativeerrorcode`` marks a failure of the moment rather than of
+    the event: no code at all (no response), 5xx, 408 or 429. Anything else, an empty or
+    malformed code included, is not."""
+    if code is None:
         return True
-    try:
-        status = int(code)
-    except ValueError:
+    if not (code.isascii() and code.isdigit() and len(code) == 3):
         return False
-    return status >= 500 or status in TRANSIENT_CLIENT_STATUSES
+    status = int(code)
+    return 500 <= status <= 599 or status in TRANSIENT_CLIENT_STATUSES
 
 
-def decide(letter: DeadLetter, *, own_host: str, sink_healthy: Callable[[], bool]) -> Decision:
-    """What to do with one dead letter. ``own_host``: the re-drive function's own host (a
-    letter that died on its way to us is one we already gave up waiting for); ``sink_healthy``
-    asks the letter's sink, only when it matters."""
+def decide(
+    letter: DeadLetter, *, sinks: DeclaredSinks, sink_healthy: Callable[[str], bool]
+) -> Decision:
+    """What to do with one dead letter. ``sink_healthy(service)`` asks a declared sink at its
+    declared URL, only when it matters."""
     if not transient(letter.code):
-        return Decision(Verdict.KEEP, f"poison (HTTP {letter.code}): never re-driven")
-    if letter.topic is None:
+        return Decision(Verdict.KEEP, f"poison (HTTP {letter.code!r}): never re-driven")
+    event_type = letter.event_type
+    if event_type is None:
         return Decision(Verdict.KEEP, "not an event of the catalog: no topic to go back to")
-    if urlsplit(letter.destination).netloc == own_host:
-        return Decision(Verdict.KEEP, "its sink stayed down past the re-drive budget")
+    sink = sinks.named_by(letter.destination)
+    if sink is None:
+        return Decision(Verdict.KEEP, f"{letter.destination!r} is no sink the manifests declare")
+    if event_type not in sinks.accepts.get(sink, ()):
+        return Decision(Verdict.KEEP, f"{sink} does not consume {event_type.short} events")
     if letter.redrives >= MAX_REDRIVES:
         return Decision(Verdict.KEEP, f"re-driven {letter.redrives} times already")
-    if not sink_healthy():
-        return Decision(Verdict.WAIT, f"{letter.destination} is not healthy yet")
-    return Decision(Verdict.REDRIVE, f"back to {letter.topic}")
+    if not sink_healthy(sink):
+        return Decision(Verdict.WAIT, f"{sink} is not healthy yet", sink)
+    return Decision(Verdict.REDRIVE, f"back to {event_type.topic}", sink)

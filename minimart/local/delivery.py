@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import httptools
 from prometheus_client import Counter, Histogram
 
+from minimart.catalog import ERROR_EXTENSIONS
 from minimart.manifests import KafkaSourceSpec
 
 log = logging.getLogger(__name__)
@@ -133,17 +134,23 @@ class OutgoingEvent:
     body: bytes
     structured: bool = False
 
-    def with_extensions(self, extensions: Mapping[str, str]) -> OutgoingEvent:
-        """This event with more extension attributes (inside the JSON when structured)."""
+    def with_extensions(
+        self, extensions: Mapping[str, str], dropping: Iterable[str] = ()
+    ) -> OutgoingEvent:
+        """This event with more extension attributes (inside the JSON when structured), and
+        without the attributes ``dropping``."""
+        dropped = set(dropping)
         if not self.structured:
-            return replace(self, attributes={**self.attributes, **extensions})
+            kept = {k: v for k, v in self.attributes.items() if k not in dropped}
+            return replace(self, attributes={**kept, **extensions})
         try:
             document = json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             document = None
         if not isinstance(document, dict):
             return replace(self, attributes={**self.attributes, **extensions})
-        body = json.dumps({**document, **extensions}).encode()
+        kept = {k: v for k, v in document.items() if k not in dropped}
+        body = json.dumps({**kept, **extensions}).encode()
         return replace(self, body=body)
 
     def http_headers(self) -> dict[str, str]:
@@ -268,7 +275,7 @@ class KafkaDeadLetterSink:
             return self._producer
 
     def publish(self, topic: str, event: OutgoingEvent, extensions: Mapping[str, str]) -> None:
-        letter = event.with_extensions(extensions)
+        letter = event.with_extensions(extensions, dropping=ERROR_EXTENSIONS)
         producer = self._get()
         reported = threading.Event()
         errors: list[Any] = []
@@ -510,11 +517,11 @@ class Deliverer:
                 "%s: delivery failed (%s) and there is no dead-letter sink: dropped", where, reason
             )
             return Outcome.DROPPED
-        extensions = {
-            "knativeerrordest": self.sink_url,
-            "knativeerrorcode": str(result.status),
-            "knativeerrordata": error_data(result.body) if result.body else result.error,
-        }
+        # As Knative's dispatcher: no knativeerrorcode when no response came back at all.
+        extensions = {"knativeerrordest": self.sink_url}
+        if result.status:
+            extensions["knativeerrorcode"] = str(result.status)
+        extensions["knativeerrordata"] = error_data(result.body) if result.body else result.error
         delay = 0.5
         while True:
             try:

@@ -34,7 +34,8 @@ from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
-INGRESS = "order"  # the one HTTP function (the public ingress); the others take CloudEvents
+INGRESS = "order"  # the public ingress (an HTTP function), served on settings.ingress_port
+REDRIVE = "redrive"  # its sinks are every other KafkaSource's (MINIMART_REDRIVE_SINKS)
 INFRASTRUCTURE = ("postgres", "redis", "mongo", "kafka")
 READY_TIMEOUT_S = 90.0
 # The code a function or dispatcher runs; its hash is in each one's environment.
@@ -51,6 +52,7 @@ class FunctionProcess:
     source: Path
     signature: str
     port: int
+    env: tuple[tuple[str, str], ...] = ()  # what this function alone is told
 
     @property
     def process_name(self) -> str:
@@ -91,11 +93,21 @@ def plan_stack(settings: Settings, topology: Topology | None = None) -> StackPla
     others = [folder for folder in folders if folder.name != INGRESS]
     for folder in folders:
         if folder.name == INGRESS:
-            port, signature = settings.ingress_port, "http"
+            port = settings.ingress_port
         else:
-            port, signature = settings.function_port_base + others.index(folder), "cloudevent"
-        functions.append(FunctionProcess(folder.name, folder / "main.py", signature, port))
+            port = settings.function_port_base + others.index(folder)
+        main = folder / "main.py"
+        functions.append(FunctionProcess(folder.name, main, signature_of(main), port))
     by_service = {fn.service: fn for fn in functions}
+    sinks = ",".join(
+        f"{s.sink_service}={by_service[s.sink_service].url}"
+        for s in topology.sources
+        if s.sink_service != REDRIVE and s.sink_service in by_service
+    )
+    if REDRIVE in by_service:
+        redrive = replace(by_service[REDRIVE], env=(("MINIMART_REDRIVE_SINKS", sinks),))
+        functions[functions.index(by_service[REDRIVE])] = redrive
+        by_service[REDRIVE] = redrive
     dispatchers = []
     for index, source in enumerate(topology.sources):
         if source.sink_service not in by_service:
@@ -108,6 +120,12 @@ def plan_stack(settings: Settings, topology: Topology | None = None) -> StackPla
             )
         )
     return StackPlan(tuple(functions), tuple(dispatchers))
+
+
+def signature_of(main: Path) -> str:
+    """A function's signature type, from the functions_framework decorator its main.py uses
+    (the Dockerfile's SIGNATURE in skaffold.yaml says the same: tests/deploy checks it)."""
+    return "http" if "@functions_framework.http" in main.read_text() else "cloudevent"
 
 
 def _python() -> str:
@@ -159,7 +177,7 @@ def function_program(
     )
     if reload:
         argv = reloading(argv)
-    env = {**_env(settings, fn.service), CODE_HASH_VARIABLE: code}
+    env = {**_env(settings, fn.service), **dict(fn.env), CODE_HASH_VARIABLE: code}
     return Program(fn.process_name, argv, PROJECT_ROOT, env, priority=300)
 
 

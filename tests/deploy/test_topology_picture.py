@@ -29,5 +29,11 @@ def test_the_picture_shows_every_function_topic_source_and_the_dead_letter_path(
         assert f'"source:{source.name}" -> "fn:{source.sink_service}"' in dot
         for topic in source.topics:
             assert f'"topic:{topic}" -> "source:{source.name}"' in dot
-        assert f'"source:{source.name}" -> "sink:minimart-deadletter"' in dot
-    assert '"sink:minimart-deadletter" -> "topic:minimart.deadletter"' in dot
+        sink = next(
+            name
+            for name, topic in topology.dead_letter_sinks.items()
+            if topic == source.delivery.dead_letter_topic
+        )
+        assert f'"source:{source.name}" -> "sink:{sink}"' in dot
+    for sink, topic in topology.dead_letter_sinks.items():
+        assert f'"sink:{sink}" -> "topic:{topic}"' in dot

@@ -424,6 +424,27 @@ def test_a_400_is_dead_lettered_without_retries(
     assert headers["ce_knativeerrordata"] == "orderId: not a uuid"
 
 
+def test_no_response_is_dead_lettered_without_a_code_and_a_records_own_errors_are_replaced(
+    settings: Settings, admin: KafkaAdminClient, producer: KafkaProducer
+) -> None:
+    """As Knative's dispatcher: no knativeerrorcode when no response came back; error
+    extensions a record already carried (forged, or from an earlier failure) do not survive."""
+    topic, dead_letters = new_topic(admin), new_topic(admin)
+    (closed_port,) = free_ports(1)
+    spec = make_spec(topic, retry=0, dead_letter_topic=dead_letters)
+    forged = [("ce_knativeerrorcode", b"503"), ("ce_knativeerrordest", b"http://evil.example/")]
+    send_event(producer, topic, "order-5", {"n": 5}, forged)
+
+    url = f"http://127.0.0.1:{closed_port}/"
+    with running(KafkaSourceDispatcher(spec, url, settings)):
+        (letter,) = read_topic(settings, dead_letters, 1)
+
+    headers = record_headers(letter)
+    assert "ce_knativeerrorcode" not in headers
+    assert headers["ce_knativeerrordest"] == url
+    assert "ConnectionRefusedError" in headers["ce_knativeerrordata"]
+
+
 def test_a_record_that_is_not_a_cloudevent_is_wrapped(
     settings: Settings, admin: KafkaAdminClient, producer: KafkaProducer, sink: Sink
 ) -> None:
@@ -712,11 +733,16 @@ def test_a_partition_whose_sink_is_stuck_is_paused_and_resumed_in_order(
         poll(lambda: any(json.loads(b) == {"n": -1} for b in sink.bodies()), timeout=15)
         worker = dispatcher._workers[stuck]
         backlog = worker.backlog()
-        time.sleep(1.0)
+        # Another record of the flowing partition, delivered: the consumer has fetched again
+        # since (a condition, not a pause of the test), and took nothing of the paused one.
+        send_event(producer, topic, "flowing", {"n": -2}, partition=1)
+        poll(lambda: any(json.loads(b) == {"n": -2} for b in sink.bodies()), timeout=15)
         assert MAX_BACKLOG <= backlog == worker.backlog() < total  # no more was fetched
         assert flowing not in dispatcher._paused
         release.set()
-        poll(lambda: len(sink.received()) >= total + 1, timeout=60)
-        assert stuck not in dispatcher._paused
+        poll(lambda: len(sink.received()) >= total + 2, timeout=60)
+        # Resumed by the poll loop once the backlog had drained: wait for it, as it happens
+        # on the loop's next turn, not when the last record arrives.
+        poll(lambda: stuck not in dispatcher._paused, timeout=15)
     stuck_bodies = [json.loads(b)["n"] for b in sink.bodies() if json.loads(b)["n"] >= 0]
     assert stuck_bodies == list(range(total))

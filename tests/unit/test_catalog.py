@@ -13,6 +13,7 @@ from cloudevents.kafka import to_binary as to_kafka
 from minimart.catalog import (
     ALL_TOPICS,
     DEAD_LETTER_TOPIC,
+    DEAD_LETTER_TOPICS,
     SCHEMAS,
     Event,
     EventType,
@@ -205,7 +206,7 @@ def test_every_event_type_has_a_schema_and_a_topic_of_its_own() -> None:
     assert len(set(topics)) == len(topics)
     assert all(topic.startswith("minimart.") for topic in topics)
     assert DEAD_LETTER_TOPIC not in topics
-    assert set(ALL_TOPICS) == {*topics, DEAD_LETTER_TOPIC}
+    assert set(ALL_TOPICS) == {*topics, *DEAD_LETTER_TOPICS}
     for event_type in EventType:
         assert EventType.for_topic(event_type.topic) is event_type
         assert "orderId" in SCHEMAS[event_type]["required"]
