@@ -27,7 +27,7 @@ esac
 """
 
 
-def _run(tmp_path: Path, *args: str, skaffold: str = "v2.15.0") -> tuple[int, str, list[str]]:
+def _run(tmp_path: Path, *args: str, skaffold: str = "v2.24.0") -> tuple[int, str, list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("docker", "kind", "kubectl", "skaffold"):
@@ -72,7 +72,7 @@ def test_kind_up_runs_every_step_in_order_and_prints_the_way_in(tmp_path: Path) 
         "patch -f k8s/knative/eventing-config-features.yaml --type merge",
         "knative-v1.23.0/eventing-kafka-sink.yaml",
         "apply -k k8s/observability",
-        "delete job create-topics --namespace minimart --ignore-not-found",
+        "apply -k k8s/infra",
         "skaffold run -p local-kind --default-repo=kind.local",
         "wait ksvc --all --namespace minimart --for=condition=Ready",
         "wait route --all --namespace minimart --for=condition=Ready",
@@ -94,10 +94,12 @@ def test_deploy_only_rebuilds_and_waits(tmp_path: Path) -> None:
     code, output, calls = _run(tmp_path, "deploy")
     assert code == 0, output
     assert not any("kind create" in c or "serving-core" in c for c in calls), calls
+    assert _position(calls, "apply -k k8s/infra") < _position(calls, "skaffold run")
     assert _position(calls, "skaffold run") < _position(calls, "wait kafkasource")
+    assert not any("delete" in c for c in calls), calls
 
 
-@pytest.mark.parametrize("version", ["v2.13.0", "v2.14.1"])
+@pytest.mark.parametrize("version", ["v2.15.0", "v2.18.0"])
 def test_a_skaffold_too_old_for_skaffold_yaml_stops_it(tmp_path: Path, version: str) -> None:
     code, output, calls = _run(tmp_path, skaffold=version)
     assert code != 0

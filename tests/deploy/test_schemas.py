@@ -288,7 +288,7 @@ def test_the_roots_define_distinct_resources(builds: dict[Any, kube.Build]) -> N
 
 @pytest.mark.timeout(upstream.BUILD_TIMEOUT_S + 120)
 def test_the_in_test_build_equals_kubectl_kustomize(each_build: kube.Build, programs: Path) -> None:
-    """kustomize as kubectl v1.29 embeds it (tests/knative-check/kustomize) builds the same."""
+    """kustomize as kubectl v1.35 embeds it (tests/knative-check/kustomize) builds the same."""
     output = upstream.kustomize(programs, each_build.root)
     theirs = {kube.resource_id(d): _unwrapped(d) for d in yaml.safe_load_all(output) if d}
     ours = {kube.resource_id(d): _unwrapped(d) for d in each_build.documents}
