@@ -378,7 +378,7 @@ def test_the_dockerfile_runs_the_function_as_a_non_root_user() -> None:
     users = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     assert users and int(users[-1][0]) > 0, "the image must end with a numeric non-root USER"
     command = re.findall(r"^CMD (.*)$", dockerfile, re.M)[-1]
-    for part in ("functions-framework", "--target handle", "--signature-type", "--port 8080"):
+    for part in ("minimart.serve", "--target handle", "--signature-type", "--port 8080"):
         assert part in command
     assert "--host 0.0.0.0" in command
 
