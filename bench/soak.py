@@ -13,6 +13,12 @@ stack (``up`` first):
    balance (``check`` over the run) and no dead letter may remain but poison (the transient
    ones were re-driven by the redrive function).
 
+Beside the orders, ``--junk-rate`` bad records a second (``bench.junk``: every kind a producer
+could write) go onto the saga topics during both phases. Each must become one dead letter per
+KafkaSource reading its topic (a kill mid-delivery may deliver one twice: at-least-once), none
+parked; the dead-letter topics' end offsets are read once the redrive source has caught up,
+and again after: flat.
+
 Writes ``--out`` (JSON) and the same name with ``.png``: throughput, p99 end-to-end latency and
 the kills over time, kills per kind, restarts per program, orders accepted and completed, p50
 and p99 end to end during chaos against the baseline. Exit status 0 only if every promise held.
@@ -29,18 +35,24 @@ import random
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import load
+from kafka import TopicPartition
+
+from bench import junk, load
 from bench.run import machine, summary
+from minimart import kafka_clients
+from minimart.catalog import DEAD_LETTER_TOPIC, DEAD_LETTER_TOPICS, EventType
 from minimart.console import checker, replay
 from minimart.handlers.redrive import transient
 from minimart.local import stack
 from minimart.local.servers.process import kill_group
 from minimart.local.servers.supervision import Supervisor
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("soak")
@@ -147,6 +159,125 @@ def _bins(result: load.LoadResult, completed: dict[str, load.Completion], began:
     return rows
 
 
+class JunkProducer:
+    """Bad records at ``rate`` a second onto the saga topics a KafkaSource reads, on a thread
+    of its own, until stopped; each keyed ``junk-<uuid>`` so its dead letters can be counted."""
+
+    def __init__(self, settings: Settings, rate: float, seed: int) -> None:
+        self.settings, self.rate = settings, rate
+        self.rng = random.Random(seed)  # noqa: S311 (junk, not secrets)
+        topology = load_topology(PROJECT_ROOT)
+        saga = {t.topic for t in EventType}
+        self.readers: dict[str, list[str]] = {}
+        for source in topology.sources:
+            for topic in source.topics:
+                if topic in saga:
+                    self.readers.setdefault(topic, []).append(source.name)
+        self.partitions = dict(topology.topics)
+        self.sent: list[tuple[bytes, str, str]] = []  # key, topic, kind
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="junk", daemon=True)
+
+    def start(self) -> None:
+        if self.rate > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        producer = replay.new_producer(self.settings, client_id="soak-junk")
+        topics = sorted(self.readers)
+        began = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                topic = self.rng.choice(topics)
+                bad = junk.draw(self.rng, EventType.for_topic(topic))
+                key = f"junk-{uuid.UUID(int=self.rng.getrandbits(128))}".encode()
+                partition = self.rng.randrange(self.partitions[topic])
+                try:
+                    producer.send(topic, key=key, value=bad.value, headers=bad.headers,
+                                  partition=partition).get(timeout=30)  # fmt: skip
+                    self.sent.append((key, topic, bad.kind))
+                except Exception:  # the broker may be the one just killed: count what landed
+                    log.warning("junk record not produced (broker away?)", exc_info=True)
+                next_at = began + len(self.sent) / self.rate
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+        finally:
+            producer.close(timeout=10)
+
+    def expected_letters(self) -> int:
+        return sum(len(self.readers[topic]) for _, topic, _ in self.sent)
+
+
+def _dead_letter_ends(settings: Settings) -> dict[str, int]:
+    consumer = kafka_clients.consumer(settings.kafka_bootstrap, group_id=None)
+    try:
+        parts = [TopicPartition(t, p) for t in DEAD_LETTER_TOPICS
+                 for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
+        ends = consumer.end_offsets(parts)
+        return {t: sum(n for tp, n in ends.items() if tp.topic == t) for t in DEAD_LETTER_TOPICS}
+    finally:
+        consumer.close()
+
+
+def _redrive_caught_up(settings: Settings, timeout_s: float) -> bool:
+    """Wait until the source reading the dead-letter topic has committed up to its end."""
+    (source,) = (s for s in load_topology(PROJECT_ROOT).sources if DEAD_LETTER_TOPIC in s.topics)
+    admin = kafka_clients.admin(settings.kafka_bootstrap, client_id="soak-drain")
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            committed = admin.list_consumer_group_offsets(source.consumer_group)
+            done = sum(o.offset for tp, o in committed.items() if tp.topic == DEAD_LETTER_TOPIC)
+            if done >= _dead_letter_ends(settings)[DEAD_LETTER_TOPIC]:
+                return True
+            time.sleep(1.0)
+        return False
+    finally:
+        admin.close()
+
+
+def junk_report(settings: Settings, producer: JunkProducer) -> dict[str, Any]:
+    """What became of the junk: letters per record and source (one each), none parked, and the
+    dead-letter topics flat once the redrive source has read them all."""
+    keys = {key for key, _, _ in producer.sent}
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        letters = [x for x in replay.read_dead_letters(settings) if x.record.key in keys]
+        pairs = {(x.record.key, x.destination) for x in letters}
+        if len(pairs) >= producer.expected_letters() or time.monotonic() > deadline:
+            break
+        time.sleep(2.0)
+    caught_up = _redrive_caught_up(settings, timeout_s=300.0)
+    ends = _dead_letter_ends(settings)
+    caught_up_again = _redrive_caught_up(settings, timeout_s=60.0)
+    ends_again = _dead_letter_ends(settings)
+    codes = Counter(x.code or "none" for x in letters)
+    return {
+        "sent": len(producer.sent),
+        "kinds": dict(Counter(kind for _, _, kind in producer.sent)),
+        "letters_expected": producer.expected_letters(),
+        "letters_made": len(pairs),
+        "letters_duplicated": len(letters) - len(pairs),  # a kill mid-delivery: at-least-once
+        "parked": sum(1 for x in letters if x.parked),
+        "codes": dict(codes),
+        "all_4xx": all(code[:1] == "4" for code in codes),
+        "dead_letter_ends": ends,
+        "dead_letter_ends_later": ends_again,
+        "flat": caught_up and caught_up_again and ends == ends_again,
+        "passed": (
+            len(pairs) == producer.expected_letters()
+            and not any(x.parked for x in letters)
+            and all(code[:1] == "4" for code in codes)
+            and caught_up
+            and ends == ends_again
+        ),
+    }
+
+
 def phase(settings: Settings, rate: float, seconds: float, seed: int,
           chaos: Chaos | None = None) -> dict[str, Any]:  # fmt: skip
     """One open-loop run (with chaos alongside when given), then its orders settled."""
@@ -182,11 +313,14 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     restarts_before = {n: i.restarts for n, i in sup.infos().items()}
     log.info("warm-up, then a %.0fs baseline at %.0f orders/s", args.baseline, args.rate)
     load.warm_up(settings, rate=args.rate, seconds=10)
+    junk_producer = JunkProducer(settings, args.junk_rate, args.seed)
+    junk_producer.start()
     baseline = phase(settings, args.rate, args.baseline, seed=args.seed)
     log.info("baseline: %s", baseline["e2e_ms"])
     chaos = Chaos(settings, (args.min_gap, args.max_gap), args.max_kills, args.seed)
     log.info("chaos for %.0fs", args.seconds)
     under_chaos = phase(settings, args.rate, args.seconds, seed=args.seed + 1, chaos=chaos)
+    junk_producer.stop()
     stack.wait_ready(settings, timeout=BACK_TIMEOUT_S)
     ids = baseline.pop("_ids") + under_chaos.pop("_ids")
     report = checker.wait_for_books(
@@ -197,6 +331,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     )
     mine = set(ids)
     letters = [x for x in replay.read_dead_letters(settings) if x.order_id in mine]
+    junk_result = junk_report(settings, junk_producer)
     restarts_after = {n: i.restarts for n, i in sup.infos().items()}
     restarts = {n: c - restarts_before.get(n, 0) for n, c in restarts_after.items()}
     kills = [asdict(k) for k in chaos.kills]
@@ -229,8 +364,12 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             "poison": sum(1 for x in letters if not transient(x.code)),
             "by_code": dict(Counter(x.code for x in letters)),
         },
+        "junk": junk_result,
         "every_accepted_order_final": every_final,
-        "passed": every_final and report.settled and len(backs) == len(chaos.kills),
+        "passed": every_final
+        and report.settled
+        and len(backs) == len(chaos.kills)
+        and junk_result["passed"],
     }
 
 
@@ -279,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-gap", type=float, default=5.0, help="seconds between kills, min")
     parser.add_argument("--max-gap", type=float, default=20.0, help="seconds between kills, max")
     parser.add_argument("--max-kills", type=int, default=40, help="at most this many kills")
+    parser.add_argument("--junk-rate", type=float, default=2.0,
+                        help="bad records a second beside the orders (0: none)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -288,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     draw(results, args.out.with_suffix(".png"))
-    print(json.dumps({k: results[k] for k in ("kills_per_kind", "restarts", "passed")}))
+    print(json.dumps({k: results[k] for k in ("kills_per_kind", "restarts", "junk", "passed")}))
     print(
         f"baseline e2e {results['baseline']['e2e_ms']}\nchaos    e2e {results['chaos']['e2e_ms']}"
     )

@@ -80,3 +80,18 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> HttpEvent:
     if (content_type or "").startswith(STRUCTURED_CONTENT_TYPE):
         return _structured(body)
     return HttpEvent(readable=False, data=body)
+
+
+def structured_problem(body: bytes) -> str | None:
+    """What breaks a structured-mode event that cloudevents 1.12 lets through: ``data`` and
+    ``data_base64`` both present (it silently keeps one). None if nothing (or not JSON: the
+    SDK refuses that itself)."""
+    if b'"data_base64"' not in body or b'"data"' not in body:
+        return None  # the common case, without parsing the body a second time
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(document, dict) and "data" in document and "data_base64" in document:
+        return "a structured event carries both data and data_base64"
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -184,9 +185,55 @@ class Event:
     data: Mapping[str, Any]
 
 
+_MAX_ATTRIBUTE_CHARS = 1024
+
+
+def _rfc3339(value: str) -> bool:
+    """A CloudEvents ``time``: an RFC 3339 timestamp (date, ``T``, time, offset or ``Z``)."""
+    if not 20 <= len(value) <= 40 or value[10:11] not in ("T", "t"):
+        return False
+    try:
+        moment = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        return False
+    return moment.tzinfo is not None
+
+
+def envelope_problem(attributes: Mapping[str, Any]) -> str | None:
+    """What breaks the CloudEvents 1.0 envelope (the attributes every event must carry, and
+    the type of each), or None. cloudevents 1.12 accepts an empty ``id`` or ``source``, a
+    number as ``id`` and any text as ``time``; this does not."""
+    for name in ("id", "source", "type"):
+        value = attributes.get(name)
+        if not isinstance(value, str) or not value:
+            return f"attribute {name!r} must be a non-empty string"
+    for name, value in attributes.items():
+        if isinstance(value, str) and (len(value) > _MAX_ATTRIBUTE_CHARS or "\x00" in value):
+            return f"attribute {name!r}: over {_MAX_ATTRIBUTE_CHARS} characters or a NUL"
+    if attributes.get("specversion") != "1.0":
+        return "specversion must be 1.0"
+    time = attributes.get("time")
+    if time is not None and not (isinstance(time, str) and _rfc3339(time)):
+        return "attribute 'time' must be an RFC 3339 timestamp"
+    return None
+
+
+def order_id_problem(attributes: Mapping[str, Any], order_id: str) -> str | None:
+    """The one rule for an event's order: ``data.orderId``; ``subject`` and ``partitionkey``
+    (the record key), when present, must name the same order."""
+    for name in ("subject", "partitionkey"):
+        value = attributes.get(name)
+        if value is not None and value != order_id:
+            return f"attribute {name!r} names another order than data.orderId"
+    return None
+
+
 def parse(cloud_event: CloudEvent) -> Event:
     """Turn an incoming CloudEvent into a validated ``Event``; raise ``InvalidEvent`` if bad."""
     attributes = cloud_event.get_attributes()
+    problem = envelope_problem(attributes)
+    if problem is not None:
+        raise InvalidEvent(problem)
     try:
         event_type = EventType(str(attributes.get("type")))
     except ValueError as exc:
@@ -202,7 +249,10 @@ def parse(cloud_event: CloudEvent) -> Event:
             first = errors[0]
             where = "/".join(str(p) for p in first.path) or "(root)"
             raise InvalidEvent(f"{event_type.short}: {where}: {first.message}") from None
-    return Event(type=event_type, id=str(attributes["id"]), order_id=data["orderId"], data=data)
+    problem = order_id_problem(attributes, data["orderId"])
+    if problem is not None:
+        raise InvalidEvent(f"{event_type.short}: {problem}")
+    return Event(type=event_type, id=attributes["id"], order_id=data["orderId"], data=data)
 
 
 def derived_event_id(cause_id: str, event_type: EventType) -> str:

@@ -113,6 +113,10 @@ def _handle(service: str, cloud_event: CloudEvent, c: Container) -> None:
     step = STEPS[service]
     started = time.perf_counter()
     try:
+        if flask.request.mimetype.startswith(binding.STRUCTURED_CONTENT_TYPE):
+            broken = binding.structured_problem(flask.request.get_data())
+            if broken is not None:
+                raise InvalidEvent(broken)
         event = parse(cloud_event)
         if event.type not in step.accepts:
             raise InvalidEvent(f"{service} does not handle {event.type.short} events")

@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 CHECK_ARGS ?=
 
-.PHONY: check reliability soak soak-short
+.PHONY: check reliability soak soak-short fuzz
 
 check:  ## check the books of everything in the running stack (orders, stock, money, ...)
 	$(PYTHON) -m minimart.local check --wait 30 $(CHECK_ARGS)
@@ -11,9 +11,14 @@ reliability: up  ## every fault scenario (slow ones too) on the running stack, t
 	$(PYTHON) -m pytest tests/reliability -q -p no:randomly --durations=0
 	$(PYTHON) -m minimart.local check --wait 60 --allow-dead-letter-prefix poison- $(CHECK_ARGS)
 
+FUZZ_RECORDS ?= 600
+
+fuzz: up  ## the poison fuzz suite, long: FUZZ_RECORDS bad records onto the saga topics beside real orders
+	$(PYTHON) -m pytest tests/reliability/test_poison_fuzz.py -q -p no:randomly --fuzz-records $(FUZZ_RECORDS)
+
 SOAK_ARGS ?=
 
-soak: up  ## chaos soak (~9 min): 10 orders/s while random processes are SIGKILLed; bench/soak.json + .png
+soak: up  ## chaos soak (~9 min): 10 orders/s and 2 junk records/s while random processes are SIGKILLed; bench/soak.json + .png
 	$(PYTHON) -m bench.soak $(SOAK_ARGS)
 
 soak-short: up  ## the same soak, short (~4 min): 60 s of chaos after a 20 s baseline

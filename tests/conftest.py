@@ -15,6 +15,20 @@ from minimart.settings import Settings
 from tests.stack import bring_up, tear_down
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-records",
+        type=int,
+        default=48,
+        help="bad records the poison fuzz suite draws (tests/reliability/test_poison_fuzz.py)",
+    )
+
+
+@pytest.fixture(scope="session")
+def fuzz_records(request: pytest.FixtureRequest) -> int:
+    return int(request.config.getoption("--fuzz-records"))
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings.from_env()

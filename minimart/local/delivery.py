@@ -202,6 +202,14 @@ def wrapped_source(source_name: str, topic: str) -> str:
     return f"/apis/v1/namespaces/{NAMESPACE}/kafkasources/{source_name}#{topic}"
 
 
+def _json_object(body: bytes) -> bool:
+    """Whether ``body`` is a JSON object (only asked of the rare structured-mode record)."""
+    try:
+        return isinstance(json.loads(body), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def to_event(source_name: str, record: Record) -> OutgoingEvent:
     """The CloudEvent a record stands for; records without ``ce_specversion`` are wrapped."""
     attributes: dict[str, str] = {}
@@ -222,7 +230,11 @@ def to_event(source_name: str, record: Record) -> OutgoingEvent:
     if "specversion" in attributes:
         return OutgoingEvent(attributes, content_type, trace, record.key, body)
     if content_type is not None and content_type.startswith(STRUCTURED_CONTENT_TYPE):
-        return OutgoingEvent({}, content_type, trace, record.key, body, structured=True)
+        if _json_object(body):
+            return OutgoingEvent({}, content_type, trace, record.key, body, structured=True)
+        # Says structured, but is no JSON object: no CloudEvent, so wrapped like one (and
+        # its dead letter can carry the knativeerror* extensions as headers).
+        other["content-type"], content_type = content_type, None
     wrapped = {
         "specversion": "1.0",
         "id": f"partition:{record.partition}/offset:{record.offset}",
