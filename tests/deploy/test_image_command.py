@@ -88,3 +88,19 @@ def test_the_dockerfile_runs_minimart_serve() -> None:
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     command = re.findall(r"^CMD (.*)$", dockerfile, re.M)[-1]
     assert "python -m minimart.serve" in command
+
+
+def test_the_images_stay_on_loopback_and_build_from_skaffolds_artifacts() -> None:
+    """scripts/images.sh: a dockerd with no bridge and no iptables rules; the base stand-in
+    under the Dockerfile's own base name; one build per skaffold artifact."""
+    script = (PROJECT_ROOT / "scripts" / "images.sh").read_text()
+    dockerd = script[script.index("  dockerd ") : script.index("&\n", script.index("  dockerd "))]
+    for flag in ("--bridge=none", "--iptables=false", "--ip-masq=false"):
+        assert flag in dockerd, flag
+    base = re.findall(r"^FROM (\S+)", (PROJECT_ROOT / "Dockerfile").read_text(), re.M)
+    assert set(base) == {"python:3.11-slim"}
+    assert 'BASE_IMAGE="python:3.11-slim"' in script
+    assert 'yaml.safe_load(open("skaffold.yaml"))' in script
+    assert '--build-arg "FUNCTION=$function" --build-arg "SIGNATURE=$signature"' in script
+    test = (PROJECT_ROOT / "tests" / "e2e" / "test_images.py").read_text()
+    assert '"--network", "host"' in test and "pytest.mark.slow" in test
