@@ -19,8 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-
+from minimart.adapters import postgres_views
 from minimart.settings import Settings
 
 ADDRESS = {"name": "Ada", "line1": "1 Loop Rd", "city": "Springfield", "country": "US"}
@@ -135,19 +134,9 @@ class Completion:
     status_at: float  # orders.updated_at: the status became what it is
 
 
-_COMPLETION_SQL = """
-SELECT o.id::text, o.status, extract(epoch FROM o.updated_at)::float8,
-       extract(epoch FROM min(t.at) FILTER (WHERE t.step = 'order.created'))::float8,
-       extract(epoch FROM max(t.at) FILTER (WHERE t.step = 'notification.sent'))::float8
-FROM orders o JOIN order_timeline t ON t.order_id = o.id
-WHERE o.id = ANY(%s::uuid[])
-GROUP BY o.id
-"""
-
-
 def completions(settings: Settings, order_ids: list[str]) -> dict[str, Completion]:
-    with psycopg.connect(settings.orders_dsn) as conn:
-        rows = conn.execute(_COMPLETION_SQL, (order_ids,)).fetchall()
+    with postgres_views.connect(settings.orders_dsn) as conn:
+        rows = postgres_views.order_progress(conn, order_ids)
     return {
         row[0]: Completion(row[0], row[1], row[3], row[4], row[2])
         for row in rows

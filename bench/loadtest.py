@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from bench import cpu as cpu_mod
 from bench import load
 from bench.measure import measure_rate
+from minimart.adapters import postgres_views
 from minimart.local import stack
 from minimart.settings import PROJECT_ROOT, Settings
 
@@ -40,13 +39,6 @@ PEAK_SHARE = 0.5
 OVER_RATE = 80.0
 OVER_SECONDS = 6.0
 MIN_PEAK = 2
-
-_RUN_SQL = """
-SELECT count(*),
-       count(*) FILTER (WHERE status IN ('CONFIRMED', 'CANCELLED')),
-       extract(epoch FROM max(updated_at) FILTER (WHERE status IN ('CONFIRMED', 'CANCELLED')))
-FROM orders WHERE created_at >= to_timestamp(%s) AND created_at <= to_timestamp(%s)
-"""
 
 
 def measure_capacity(settings: Settings) -> float:
@@ -65,10 +57,9 @@ def _given_peak(k6_args: Sequence[str]) -> int | None:
 
 def run_report(settings: Settings, started: float, ended: float) -> dict[str, Any]:
     """Orders of the run: accepted, completed, and completions per second (the sustained)."""
-    with psycopg.connect(settings.orders_dsn) as conn:
-        row = conn.execute(_RUN_SQL, (started, ended)).fetchone()
-    accepted, final, last = (row or (0, 0, None))[:3]
-    span = (float(last) - started) if last else 0.0
+    with postgres_views.connect(settings.orders_dsn) as conn:
+        accepted, final, last = postgres_views.orders_between(conn, started, ended)
+    span = (last - started) if last else 0.0
     return {
         "accepted": int(accepted),
         "completed": int(final),

@@ -266,17 +266,13 @@ def hop_breakdown(
     after: dict[Any, float],
 ) -> dict[str, Any]:
     """Timeline stage p50s (confirmed orders) and per-service means from /metrics."""
-    import psycopg
+    from minimart.adapters import postgres_views
 
     ids = [c.order_id for c in confirmed][:2000]
     stages: dict[str, list[float]] = {f"{a} -> {b}": [] for a, b, _ in STAGES}
     if ids:
-        with psycopg.connect(settings.orders_dsn) as conn:
-            rows = conn.execute(
-                "SELECT order_id::text, step, extract(epoch FROM at)::float8"
-                " FROM order_timeline WHERE order_id = ANY(%s::uuid[])",
-                (ids,),
-            ).fetchall()
+        with postgres_views.connect(settings.orders_dsn) as conn:
+            rows = postgres_views.timeline_moments(conn, ids)
         at: dict[str, dict[str, float]] = {}
         for order_id, step, moment in rows:
             at.setdefault(order_id, {})[step] = moment

@@ -227,7 +227,7 @@ STEPS: Mapping[str, Step] = {
     "shipping": Step("shipping", frozenset({EventType.PAYMENT_CAPTURED}), _shipping),
     "order-status": Step(
         "order-status",
-        frozenset(order_status.STATUS_AFTER) | {EventType.NOTIFICATION_SENT},
+        order_status.TRACKED,
         _order_status,
     ),
     "notification": Step("notification", frozenset(notification.TEMPLATES), _notification),

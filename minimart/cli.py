@@ -4,7 +4,9 @@ The ops console (``minimart.console``: record, replay, deadletters, redrive, che
 order) works against any running minimart, local or a cluster; the local runtime
 (``minimart.local``: up, down, status, prometheus) runs the manifests on this machine;
 ``demo`` composes both. One parser; every subcommand sets ``run``, called one way:
-``args.run(args, settings)``. Logging is set up here, once, where the process starts.
+``args.run(args, settings)``. Logging is set up here, once, where the process starts. The
+runtime's commands import the runtime when they run (``local/cli.py``), so the console's
+commands need none of its dependencies (``pip install .[console]``).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from minimart.console import commands as console
 from minimart.console import orders
 from minimart.console.client import OrderClient
 from minimart.local import cli as runtime
-from minimart.local import stack
 from minimart.settings import Settings
+
+_stack_up = runtime.runtime("stack_up")
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    stack.up(settings)
+    _stack_up(args, settings)
     orders.run_demo(OrderClient(orders.ingress_url(settings)), settings)
     return 0
 

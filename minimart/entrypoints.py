@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from minimart import binding
 from minimart.bootstrap import STEPS, Container, bootstrap
 from minimart.catalog import InvalidEvent, parse
+from minimart.domain.saga import Contradiction
 from minimart.handlers import redrive
 from minimart.observability import tracing
 from minimart.problems import problem
@@ -40,6 +41,11 @@ STEP_SECONDS = Histogram(
     "Time to handle one CloudEvent: the state change and the publish of its next events",
     ["service", "type"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_REFUSED = Counter(
+    "minimart_events_refused_total",
+    "CloudEvents refused because they contradict the state their step stores (400: poison)",
+    ["service", "type", "rule"],
 )
 
 
@@ -129,6 +135,14 @@ def _handle(service: str, cloud_event: CloudEvent, c: Container) -> None:
     try:
         emitted = step.run(event, c)
         c.publisher.publish(emitted, source=service)
+    except Contradiction as exc:  # rolled back: nothing changed; dead-lettered with the reason
+        EVENTS_HANDLED.labels(service, event.type.short, "refused").inc()
+        EVENTS_REFUSED.labels(service, event.type.short, exc.rule).inc()
+        log.warning("refusing event %s: %s", event.id, exc)
+        flask.abort(
+            problem(400, "contradiction", "Event contradicts the stored state", str(exc),
+                    rule=exc.rule)
+        )  # fmt: skip
     except Exception:
         EVENTS_HANDLED.labels(service, event.type.short, "error").inc()
         raise

@@ -25,6 +25,8 @@ _ISO_DURATION = re.compile(
 DEFAULT_RETRY = 10
 DEFAULT_BACKOFF_POLICY = "exponential"
 DEFAULT_BACKOFF_DELAY_S = 0.3
+# Knative's KafkaSource sets no delivery timeout by default; a hung sink must not hang forever.
+DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
 
 
 class ManifestError(ValueError):
@@ -54,6 +56,11 @@ class Delivery:
     backoff_delay_s: float = DEFAULT_BACKOFF_DELAY_S
     timeout_s: float | None = None
     dead_letter_topic: str | None = None
+
+    @property
+    def attempt_timeout_s(self) -> float:
+        """How long one delivery attempt may take: the manifest's ``timeout``, else ours."""
+        return self.timeout_s or DEFAULT_ATTEMPT_TIMEOUT_S
 
     def backoff(self, attempt: int) -> float:
         """Delay before retry number ``attempt`` (1-based), as Knative computes it."""

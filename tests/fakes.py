@@ -35,6 +35,7 @@ from minimart.adapters import events_json
 from minimart.catalog import Event
 from minimart.domain.orders import OrderLine, OrderStatus
 from minimart.domain.rules import StockLevel
+from minimart.domain.saga import causal_rank
 from minimart.handlers.orders import Accepted, IdempotencyConflict
 from minimart.handlers.ports import Notification, OrderRecord, Payment, Shipment
 from minimart.seed import CREDIT_LIMITS, PRODUCTS
@@ -253,6 +254,12 @@ class FakePayments(_FakeUnitOfWork[PaymentState]):
     def credit_limit(self, customer_id: int) -> int | None:
         return self.staged.limits.get(customer_id)
 
+    def outcome_limit_and_payment(
+        self, event_id: str, customer_id: int, order_id: str
+    ) -> tuple[list[Event] | None, int | None, Payment | None]:
+        done, limit = self.outcome_and_limit(event_id, customer_id)
+        return done, limit, self.payment_of(order_id)
+
     def save_payment(self, payment: Payment) -> None:
         if payment.order_id in self.staged.payments:  # PRIMARY KEY (order_id)
             raise IntegrityViolation(f"payment of order {payment.order_id} exists")
@@ -261,11 +268,19 @@ class FakePayments(_FakeUnitOfWork[PaymentState]):
     def payment_of(self, order_id: str) -> Payment | None:
         return self.staged.payments.get(order_id)
 
-    def mark_refunded(self, order_id: str, reason: str) -> None:
+    def mark_refunded(self, order_id: str, reason: str) -> Payment | None:
         payment = self.staged.payments.get(order_id)
-        if payment is not None and payment.status == "CAPTURED":
-            self.staged.payments[order_id] = dataclasses.replace(payment, status="REFUNDED")
-            self.staged.refund_reasons[order_id] = reason
+        if payment is None or payment.status != "CAPTURED":  # WHERE status = 'CAPTURED'
+            return None
+        refunded = dataclasses.replace(payment, status="REFUNDED")
+        self.staged.payments[order_id] = refunded
+        self.staged.refund_reasons[order_id] = reason
+        return refunded
+
+    def outcome_and_refund(
+        self, event_id: str, order_id: str, reason: str
+    ) -> tuple[list[Event] | None, Payment | None]:
+        return self.outcome_of(event_id), self.mark_refunded(order_id, reason)
 
 
 # -- orders (the order-status service's unit of work) ---------------------------------------
@@ -314,6 +329,11 @@ class FakeOrders(_FakeUnitOfWork[OrderState]):
             steps.append(
                 TimelineStep(event.id, event.type.short, status, dict(detail), datetime.now(UTC))
             )
+            order = self.staged.orders.get(order_id)
+            if order is not None:  # the fact goes on the order row with its new step
+                self.staged.orders[order_id] = dataclasses.replace(
+                    order, facts=order.facts | {event.type}
+                )
 
 
 # -- shipments, notifications --------------------------------------------------------------
@@ -450,7 +470,9 @@ class FakeIntake:
                     "at": step.at,
                     "event_id": step.event_id,
                 }
-                for step in sorted(steps, key=lambda s: (s.at or order.created_at, s.step))
+                for step in sorted(
+                    steps, key=lambda s: (causal_rank(s.step), s.at or order.created_at)
+                )
             ],
         }
 

@@ -12,13 +12,16 @@ from pymongo.errors import DuplicateKeyError
 from minimart.adapters import events_json
 from minimart.handlers.ports import Shipment
 
+DATABASE = "minimart"  # unless the URL names one
+SHIPMENTS = "shipments"
+
 
 def shipments_collection(url: str) -> Collection[dict[str, Any]]:
     client: MongoClient[dict[str, Any]] = MongoClient(
         url, tz_aware=True, serverSelectionTimeoutMS=10_000, connect=False
     )
-    database = client.get_default_database(default="minimart")
-    return database["shipments"]
+    database = client.get_default_database(default=DATABASE)
+    return database[SHIPMENTS]
 
 
 class ShipmentNotStored(RuntimeError):

@@ -18,9 +18,10 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from minimart.adapters import events_json
-from minimart.catalog import Event
+from minimart.catalog import Event, EventType
 from minimart.domain.orders import OrderLine, OrderStatus
 from minimart.domain.rules import StockLevel
+from minimart.domain.saga import CAUSAL_STEPS
 from minimart.handlers.orders import Accepted, IdempotencyConflict
 from minimart.handlers.ports import OrderRecord, Payment
 from minimart.seed import CREDIT_LIMITS, PRODUCTS
@@ -79,6 +80,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
+-- The saga's facts order-status recorded for the order (timeline steps, by type), on the row
+-- it locks: read with the lock, so a transaction that waited for it sees the latest. Added to
+-- an older database with the facts its timeline already holds.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'orders'
+                   AND column_name = 'steps') THEN
+        ALTER TABLE orders ADD COLUMN steps text[] NOT NULL DEFAULT '{}';
+        UPDATE orders o SET steps = ARRAY(
+            SELECT DISTINCT t.step FROM order_timeline t WHERE t.order_id = o.id);
+    END IF;
+END $$;
 """
 )
 
@@ -319,6 +333,25 @@ class PostgresPayments(_PostgresUnitOfWork):
             None if limit_row is None else int(limit_row[0])
         )
 
+    _PAYMENT = (
+        "SELECT order_id::text, payment_id, customer_id, amount_cents, status, reason"
+        " FROM payments WHERE order_id = %s"
+    )
+
+    def outcome_limit_and_payment(
+        self, event_id: str, customer_id: int, order_id: str
+    ) -> tuple[list[Event] | None, int | None, Payment | None]:
+        # The three statements are queued before any result is read: one round trip.
+        outcome = self.execute(self._OUTCOME, (self._consumer, event_id))
+        limit = self.execute(self._LIMIT, (customer_id,))
+        payment = self.execute(self._PAYMENT, (order_id,))
+        row, limit_row, payment_row = outcome.fetchone(), limit.fetchone(), payment.fetchone()
+        return (
+            None if row is None else events_json.load(row[0]),
+            None if limit_row is None else int(limit_row[0]),
+            None if payment_row is None else Payment(*payment_row),
+        )
+
     def save_payment(self, payment: Payment) -> None:
         self.execute(
             "INSERT INTO payments (order_id, payment_id, customer_id, amount_cents, status,"
@@ -334,18 +367,30 @@ class PostgresPayments(_PostgresUnitOfWork):
         )
 
     def payment_of(self, order_id: str) -> Payment | None:
-        row = self.execute(
-            "SELECT order_id::text, payment_id, customer_id, amount_cents, status, reason"
-            " FROM payments WHERE order_id = %s FOR UPDATE",
-            (order_id,),
-        ).fetchone()
+        row = self.execute(self._PAYMENT + " FOR UPDATE", (order_id,)).fetchone()
         return None if row is None else Payment(*row)
 
-    def mark_refunded(self, order_id: str, reason: str) -> None:
-        self.execute(
-            "UPDATE payments SET status = 'REFUNDED', refund_reason = %s,"
-            " refunded_at = clock_timestamp() WHERE order_id = %s AND status = 'CAPTURED'",
-            (reason, order_id),
+    # Conditional: only a CAPTURED payment is refunded (a concurrent refund waits for the row
+    # and then finds it REFUNDED: nothing returned).
+    _REFUND = (
+        "UPDATE payments SET status = 'REFUNDED', refund_reason = %s,"
+        " refunded_at = clock_timestamp() WHERE order_id = %s AND status = 'CAPTURED'"
+        " RETURNING order_id::text, payment_id, customer_id, amount_cents, status, reason"
+    )
+
+    def mark_refunded(self, order_id: str, reason: str) -> Payment | None:
+        row = self.execute(self._REFUND, (reason, order_id)).fetchone()
+        return None if row is None else Payment(*row)
+
+    def outcome_and_refund(
+        self, event_id: str, order_id: str, reason: str
+    ) -> tuple[list[Event] | None, Payment | None]:
+        # Both statements are queued before either result is read: one round trip.
+        outcome = self.execute(self._OUTCOME, (self._consumer, event_id))
+        refunded = self.execute(self._REFUND, (reason, order_id))
+        row, payment_row = outcome.fetchone(), refunded.fetchone()
+        return (None if row is None else events_json.load(row[0])), (
+            None if payment_row is None else Payment(*payment_row)
         )
 
 
@@ -353,15 +398,17 @@ class PostgresOrders(_PostgresUnitOfWork):
     """The order-status service's unit of work on the orders database."""
 
     _LOCK_ORDER = (
-        "SELECT id::text, customer_id, status, total_cents, reason, created_at FROM orders"
-        " WHERE id = %s FOR UPDATE"
+        "SELECT id::text, customer_id, status, total_cents, reason, created_at, steps"
+        " FROM orders WHERE id = %s FOR UPDATE"
     )
+    _TYPES = {t.short: t for t in EventType}
 
-    @staticmethod
-    def _order(row: Sequence[Any] | None) -> OrderRecord | None:
+    @classmethod
+    def _order(cls, row: Sequence[Any] | None) -> OrderRecord | None:
         if row is None:
             return None
-        return OrderRecord(row[0], row[1], OrderStatus(row[2]), row[3], row[4], row[5])
+        facts = frozenset(cls._TYPES[step] for step in row[6] if step in cls._TYPES)
+        return OrderRecord(row[0], row[1], OrderStatus(row[2]), row[3], row[4], row[5], facts)
 
     def lock_order(self, order_id: str) -> OrderRecord | None:
         return self._order(self.execute(self._LOCK_ORDER, (order_id,)).fetchone())
@@ -385,10 +432,13 @@ class PostgresOrders(_PostgresUnitOfWork):
     def add_timeline(
         self, order_id: str, event: Event, status: OrderStatus, detail: Mapping[str, Any]
     ) -> None:
-        # Queued: travels with the COMMIT (a failure still surfaces before it succeeds).
+        # Queued: travels with the COMMIT (a failure still surfaces before it succeeds). The
+        # fact goes on the order row only with a new timeline step (a replay adds neither).
         self.execute(
-            "INSERT INTO order_timeline (order_id, event_id, step, status, detail)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            "WITH step AS (INSERT INTO order_timeline (order_id, event_id, step, status, detail)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING order_id, step)"
+            " UPDATE orders SET steps = array_append(orders.steps, step.step) FROM step"
+            " WHERE orders.id = step.order_id AND NOT step.step = ANY(orders.steps)",
             (order_id, event.id, event.type.short, status.value, Jsonb(dict(detail))),
         )
 
@@ -475,8 +525,8 @@ class PostgresOrderIntake:
                 return None
             steps = cur.execute(
                 "SELECT step, status, detail, at, event_id FROM order_timeline"
-                " WHERE order_id = %s ORDER BY at, step",
-                (order_id,),
+                " WHERE order_id = %s ORDER BY array_position(%s::text[], step), at",
+                (order_id, list(CAUSAL_STEPS)),
             ).fetchall()
         return {**order, "timeline": steps}
 

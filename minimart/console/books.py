@@ -2,86 +2,43 @@
 
 ``fetch_books(settings, scope)`` reads the orders, payments and inventory databases, the
 shipments collection, the notification stream and the dead-letter topic (and, for the dead
-letters, whether each was re-published to its original topic since). It is the checker's only
-I/O; the rules (``checker``) are pure functions of the ``Books`` it returns.
+letters, whether each was re-published to its original topic since) through the read models
+that sit beside the adapters owning those stores (``adapters/postgres_views.py``,
+``mongo_views.py``, ``redis_views.py``; their row types are re-exported here). It is the
+checker's only I/O; the rules (``checker``) are pure functions of the ``Books`` it returns.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import TypeVar
 
-import psycopg
-import redis
-from psycopg.rows import dict_row
-from pymongo import MongoClient
-
-from minimart.adapters.redis_streams import STREAM
+from minimart.adapters import mongo_views, postgres_views, redis_views
+from minimart.adapters.mongo_views import ShipmentRow
+from minimart.adapters.postgres_views import Line, OrderRow, PaymentRow, ReservationRow, StockRow
+from minimart.adapters.redis_views import NotificationRow
 from minimart.console.replay import DeadLetter, read_dead_letters, read_topics
-from minimart.domain.orders import OrderStatus
 from minimart.settings import Settings
 
-
-@dataclass(frozen=True)
-class Line:
-    sku: str
-    quantity: int
-
-
-@dataclass(frozen=True)
-class OrderRow:
-    order_id: str
-    status: OrderStatus
-    total_cents: int
-    lines: tuple[Line, ...]
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class PaymentRow:
-    order_id: str
-    status: str  # CAPTURED | DECLINED | REFUNDED
-    amount_cents: int
-
-
-@dataclass(frozen=True)
-class ReservationRow:
-    order_id: str
-    sku: str
-    quantity: int
-    state: str  # RESERVED | RELEASED | SHIPPED
-
-
-@dataclass(frozen=True)
-class ShipmentRow:
-    order_id: str
-    status: str  # PREPARED | FAILED
-
-
-@dataclass(frozen=True)
-class NotificationRow:
-    order_id: str
-    template: str
-    customer_id: str = ""
-    entry_id: str = ""
-
-
-@dataclass(frozen=True)
-class StockRow:
-    """A SKU's stock columns, and what its reservations add up to."""
-
-    sku: str
-    initial: int
-    available: int
-    reserved: int
-    shipped: int
-    reservations_held: int  # sum of RESERVED reservations
-    reservations_shipped: int  # sum of SHIPPED reservations
-
+__all__ = [
+    "Books",
+    "DeadLetterFilter",
+    "Line",
+    "NotificationRow",
+    "OrderRow",
+    "PaymentRow",
+    "ReservationRow",
+    "Scope",
+    "ShipmentRow",
+    "StockRow",
+    "by_order",
+    "fetch_books",
+    "notifications",
+]
 
 DeadLetterFilter = Callable[[DeadLetter], bool]
 
@@ -120,9 +77,10 @@ def by_order(rows: Iterable[R]) -> dict[str, list[R]]:
 
 @dataclass(frozen=True)
 class Books:
-    """Everything in scope, read once."""
+    """Rows read once: everything in scope, or (``of_order``) one order and the rows that
+    name it."""
 
-    scope: Scope
+    scope: Scope = field(default_factory=lambda: Scope())
     orders: Sequence[OrderRow] = ()
     payments: Sequence[PaymentRow] = ()
     reservations: Sequence[ReservationRow] = ()
@@ -133,127 +91,43 @@ class Books:
     # Ids of dead letters published again to their original topic after they died.
     redriven: frozenset[str] = field(default_factory=frozenset)
 
+    @cached_property
+    def _by_order(
+        self,
+    ) -> tuple[
+        dict[str, list[PaymentRow]],
+        dict[str, list[ReservationRow]],
+        dict[str, list[ShipmentRow]],
+        dict[str, list[NotificationRow]],
+    ]:
+        return (
+            by_order(self.payments),
+            by_order(self.reservations),
+            by_order(self.shipments),
+            by_order(self.notifications),
+        )
+
+    def of_order(self, order: OrderRow) -> Books:
+        """``order`` and its payments, reservations, shipments and notifications."""
+        payments, reservations, shipments, notes = self._by_order
+        key = order.order_id
+        return Books(
+            scope=Scope(order_ids=frozenset({key})),
+            orders=(order,),
+            payments=payments.get(key, ()),
+            reservations=reservations.get(key, ()),
+            shipments=shipments.get(key, ()),
+            notifications=notes.get(key, ()),
+        )
+
 
 # -- fetching ------------------------------------------------------------------------------
 
 
-def _rows(dsn: str, query: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    with (
-        psycopg.connect(dsn, autocommit=True) as conn,
-        conn.cursor(row_factory=dict_row) as cursor,
-    ):
-        return cursor.execute(query.encode(), params).fetchall()
-
-
-_BY_ORDER = "WHERE %(ids)s::uuid[] IS NULL OR order_id = ANY(%(ids)s::uuid[])"
-
-
-def _orders(settings: Settings, scope: Scope) -> list[OrderRow]:
-    rows = _rows(
-        settings.orders_dsn,
-        "SELECT id::text AS order_id, status, total_cents, items, created_at, updated_at"
-        " FROM orders WHERE (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))"
-        " AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)",
-        {
-            "ids": None if scope.order_ids is None else sorted(scope.order_ids),
-            "since": scope.since,
-        },
-    )
-    return [
-        OrderRow(
-            order_id=row["order_id"],
-            status=OrderStatus(row["status"]),
-            total_cents=int(row["total_cents"]),
-            lines=tuple(Line(str(i["sku"]), int(i["quantity"])) for i in row["items"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
-        for row in rows
-    ]
-
-
-def _payments(settings: Settings, ids: Sequence[str] | None) -> list[PaymentRow]:
-    rows = _rows(
-        settings.payments_dsn,
-        "SELECT order_id::text AS order_id, status, amount_cents FROM payments " + _BY_ORDER,
-        {"ids": ids},
-    )
-    return [PaymentRow(r["order_id"], r["status"], int(r["amount_cents"])) for r in rows]
-
-
-def _reservations(settings: Settings, ids: Sequence[str] | None) -> list[ReservationRow]:
-    rows = _rows(
-        settings.inventory_dsn,
-        "SELECT order_id::text AS order_id, sku, quantity, state FROM reservations " + _BY_ORDER,
-        {"ids": ids},
-    )
-    return [ReservationRow(r["order_id"], r["sku"], int(r["quantity"]), r["state"]) for r in rows]
-
-
-def _stock(settings: Settings, skus: Collection[str] | None) -> list[StockRow]:
-    rows = _rows(
-        settings.inventory_dsn,
-        "SELECT s.sku, s.initial, s.available, s.reserved, s.shipped,"
-        " COALESCE(SUM(r.quantity) FILTER (WHERE r.state = 'RESERVED'), 0) AS held,"
-        " COALESCE(SUM(r.quantity) FILTER (WHERE r.state = 'SHIPPED'), 0) AS sent"
-        " FROM stock s LEFT JOIN reservations r ON r.sku = s.sku"
-        " WHERE %(skus)s::text[] IS NULL OR s.sku = ANY(%(skus)s::text[])"
-        " GROUP BY s.sku ORDER BY s.sku",
-        {"skus": None if skus is None else sorted(skus)},
-    )
-    return [
-        StockRow(
-            sku=r["sku"],
-            initial=int(r["initial"]),
-            available=int(r["available"]),
-            reserved=int(r["reserved"]),
-            shipped=int(r["shipped"]),
-            reservations_held=int(r["held"]),
-            reservations_shipped=int(r["sent"]),
-        )
-        for r in rows
-    ]
-
-
-def _shipments(settings: Settings, ids: Sequence[str] | None) -> list[ShipmentRow]:
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        settings.mongo_url, serverSelectionTimeoutMS=10_000
-    )
-    try:
-        collection = client.get_default_database(default="minimart")["shipments"]
-        query: dict[str, Any] = {} if ids is None else {"orderId": {"$in": list(ids)}}
-        return [
-            ShipmentRow(str(doc["orderId"]), str(doc.get("shippingStatus", "")))
-            for doc in collection.find(query, {"orderId": 1, "shippingStatus": 1})
-        ]
-    finally:
-        client.close()
-
-
 def notifications(settings: Settings) -> list[NotificationRow]:
     """Every entry of the notification stream."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10)
-    rows: list[NotificationRow] = []
-    try:
-        last = "-"
-        while True:
-            entries: Any = client.xrange(STREAM, min=last, count=5_000)
-            fresh = [(i, f) for i, f in entries if i != last]
-            if not fresh:
-                break
-            for entry_id, fields in fresh:
-                rows.append(
-                    NotificationRow(
-                        order_id=fields.get("orderId", ""),
-                        template=fields.get("template", ""),
-                        customer_id=fields.get("customerId", ""),
-                        entry_id=entry_id,
-                    )
-                )
-            last = fresh[-1][0]
-    finally:
-        client.close()
-    return rows
+    with redis_views.connect(settings.redis_url) as client:
+        return redis_views.notifications(client)
 
 
 def _redriven(settings: Settings, letters: Sequence[DeadLetter]) -> frozenset[str]:
@@ -283,7 +157,8 @@ def fetch_books(
 ) -> Books:
     """Read everything ``scope`` covers (see ``Scope``); the SKUs are ``scope.skus``, else
     every SKU when unscoped, else the SKUs of the orders in scope."""
-    orders = _orders(settings, scope)
+    with postgres_views.connect(settings.orders_dsn) as conn:
+        orders = postgres_views.orders(conn, scope.order_ids, scope.since)
     ids = None if scope.everything else [o.order_id for o in orders]
     skus: Collection[str] | None = scope.skus
     if skus is None and not scope.everything:
@@ -295,14 +170,21 @@ def fetch_books(
             for letter in read_dead_letters(settings)
             if scope.covers(letter, expected_dead_letters)
         ]
+    with postgres_views.connect(settings.payments_dsn) as conn:
+        payments = postgres_views.payments(conn, ids)
+    with postgres_views.connect(settings.inventory_dsn) as conn:
+        reservations = postgres_views.reservations(conn, ids)
+        stock = postgres_views.stock(conn, skus)
+    with mongo_views.connect(settings.mongo_url) as shipments:
+        shipment_rows = mongo_views.shipments(shipments, ids)
     return Books(
         scope=scope,
         orders=orders,
-        payments=_payments(settings, ids),
-        reservations=_reservations(settings, ids),
-        shipments=_shipments(settings, ids),
+        payments=payments,
+        reservations=reservations,
+        shipments=shipment_rows,
         notifications=notifications(settings),
-        stock=_stock(settings, skus),
+        stock=stock,
         dead_letters=letters,
         redriven=_redriven(settings, letters),
     )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,14 +32,9 @@ from minimart.catalog import EventType
 from minimart.console.books import (
     Books,
     DeadLetterFilter,
-    NotificationRow,
     OrderRow,
-    PaymentRow,
-    ReservationRow,
     Scope,
-    ShipmentRow,
     StockRow,
-    by_order,
     fetch_books,
 )
 from minimart.domain.orders import OrderStatus
@@ -107,66 +102,54 @@ class Report:
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class OrderBooks:
-    """One final order and every row that names it."""
-
-    order: OrderRow
-    payments: Sequence[PaymentRow] = ()
-    reservations: Sequence[ReservationRow] = ()
-    shipments: Sequence[ShipmentRow] = ()
-    notifications: Sequence[NotificationRow] = ()
-
-    @property
-    def confirmed(self) -> bool:
-        return self.order.status == OrderStatus.CONFIRMED
-
-    def finding(self, rule: str, detail: str, settles: bool = True) -> Finding:
-        return Finding(Violation(rule, self.order.order_id, detail), settles)
+def _finding(order: OrderRow, rule: str, detail: str, settles: bool = True) -> Finding:
+    return Finding(Violation(rule, order.order_id, detail), settles)
 
 
-# -- the rules of one final order ----------------------------------------------------------
+# -- the rules of one final order: the order, and its rows (``Books.of_order``) ------------
 
 
-def money_of_order(o: OrderBooks) -> Iterator[Finding]:
+def money_of_order(order: OrderRow, o: Books) -> Iterator[Finding]:
     captured = [p for p in o.payments if p.status == CAPTURED]
+    confirmed = order.status == OrderStatus.CONFIRMED
     if len(o.payments) > 1:
-        yield o.finding("money", f"{len(o.payments)} payments", settles=False)
-    if o.confirmed and [p.amount_cents for p in captured] != [o.order.total_cents]:
-        yield o.finding(
-            "money", f"confirmed for {o.order.total_cents} but payments are {o.payments}"
+        yield _finding(order, "money", f"{len(o.payments)} payments", settles=False)
+    if confirmed and [p.amount_cents for p in captured] != [order.total_cents]:
+        yield _finding(
+            order, "money", f"confirmed for {order.total_cents} but payments are {o.payments}"
         )
-    if not o.confirmed and captured:
-        yield o.finding("money", f"cancelled but a payment is still captured: {captured}")
+    if not confirmed and captured:
+        yield _finding(order, "money", f"cancelled but a payment is still captured: {captured}")
 
 
-def shipment_of_order(o: OrderBooks) -> Iterator[Finding]:
+def shipment_of_order(order: OrderRow, o: Books) -> Iterator[Finding]:
     prepared = [s for s in o.shipments if s.status == PREPARED]
+    confirmed = order.status == OrderStatus.CONFIRMED
     if len(o.shipments) > 1:
-        yield o.finding("shipment", f"{len(o.shipments)} shipment documents", settles=False)
-    if o.confirmed and len(prepared) != 1:
-        yield o.finding("shipment", f"confirmed with {len(prepared)} PREPARED shipments")
-    if not o.confirmed and prepared:
-        yield o.finding("shipment", "cancelled but a shipment is PREPARED", settles=False)
+        yield _finding(order, "shipment", f"{len(o.shipments)} shipment documents", False)
+    if confirmed and len(prepared) != 1:
+        yield _finding(order, "shipment", f"confirmed with {len(prepared)} PREPARED shipments")
+    if not confirmed and prepared:
+        yield _finding(order, "shipment", "cancelled but a shipment is PREPARED", False)
 
 
-def reservations_of_order(o: OrderBooks) -> Iterator[Finding]:
+def reservations_of_order(order: OrderRow, o: Books) -> Iterator[Finding]:
     held = [r for r in o.reservations if r.state == HELD]
     if held:
-        yield o.finding("reservation", f"{o.order.status} but still holds {held}")
-    if o.confirmed and not held:
-        ordered = sorted((line.sku, line.quantity) for line in o.order.lines)
+        yield _finding(order, "reservation", f"{order.status} but still holds {held}")
+    if order.status == OrderStatus.CONFIRMED and not held:
+        ordered = sorted((line.sku, line.quantity) for line in order.lines)
         shipped = sorted((r.sku, r.quantity) for r in o.reservations if r.state == SHIPPED)
         if shipped != ordered:
-            yield o.finding("reservation", f"shipped {shipped} but the order has {ordered}")
+            yield _finding(order, "reservation", f"shipped {shipped} but the order has {ordered}")
 
 
-def notification_of_order(o: OrderBooks) -> Iterator[Finding]:
+def notification_of_order(order: OrderRow, o: Books) -> Iterator[Finding]:
     templates = [n.template for n in o.notifications]
     if len(templates) > 1:
-        yield o.finding("notification", f"{len(templates)} notifications: {templates}", False)
-    elif templates != [TEMPLATES[CLOSING_EVENT[o.order.status]]]:
-        yield o.finding("notification", f"{o.order.status} with notifications {templates}")
+        yield _finding(order, "notification", f"{len(templates)} notifications: {templates}", False)
+    elif templates != [TEMPLATES[CLOSING_EVENT[order.status]]]:
+        yield _finding(order, "notification", f"{order.status} with notifications {templates}")
 
 
 ORDER_RULES = (money_of_order, shipment_of_order, reservations_of_order, notification_of_order)
@@ -248,8 +231,6 @@ def audit(
     report = Report(
         orders=len(books.orders), skus=len(books.stock), dead_letters=len(books.dead_letters)
     )
-    payments, reservations = by_order(books.payments), by_order(books.reservations)
-    shipments, notes = by_order(books.shipments), by_order(books.notifications)
     for order in books.orders:
         if not order.status.final:
             if now - order.created_at >= deadline:
@@ -261,15 +242,9 @@ def audit(
             continue
         report.final[order.status] += 1
         young = now - order.updated_at < deadline  # its last change is recent: may settle
-        of_order = OrderBooks(
-            order,
-            payments.get(order.order_id, ()),
-            reservations.get(order.order_id, ()),
-            shipments.get(order.order_id, ()),
-            notes.get(order.order_id, ()),
-        )
+        of_order = books.of_order(order)
         for rule in ORDER_RULES:
-            for found in rule(of_order):
+            for found in rule(order, of_order):
                 target = report.pending if found.settles and young else report.violations
                 target.append(found.violation)
     report.violations.extend(money_balances(books))

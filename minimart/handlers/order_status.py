@@ -8,19 +8,11 @@ from typing import Any
 
 from minimart.catalog import Event, EventType, next_event
 from minimart.domain.orders import OrderStatus
+from minimart.domain.saga import FACTS, Contradiction, check_order_facts, recorded, status_of
 from minimart.handlers.ports import OrderUnitOfWork
 
-# What each observed event says about the order's status.
-STATUS_AFTER = {
-    EventType.INVENTORY_RESERVED: OrderStatus.RESERVED,
-    EventType.PAYMENT_CAPTURED: OrderStatus.PAID,
-    EventType.PAYMENT_DECLINED: OrderStatus.CANCELLING,
-    EventType.SHIPPING_FAILED: OrderStatus.CANCELLING,
-    EventType.PAYMENT_REFUNDED: OrderStatus.CANCELLING,
-    EventType.SHIPPING_PREPARED: OrderStatus.CONFIRMED,
-    EventType.INVENTORY_REJECTED: OrderStatus.CANCELLED,
-    EventType.INVENTORY_RELEASED: OrderStatus.CANCELLED,
-}
+# The events order-status records: the saga's facts (minimart.domain.saga.PATHS).
+TRACKED: frozenset[EventType] = FACTS
 
 
 def _detail(event: Event) -> dict[str, Any]:
@@ -38,7 +30,12 @@ class UnknownOrder(LookupError):
 
 def track(event: Event, uow: OrderUnitOfWork, on_final: OnFinal | None = None) -> list[Event]:
     """Record ``event`` on its order; ``on_final`` hears of the order's closing once, after
-    the commit (a replayed event does not tell it again)."""
+    the commit (a replayed event does not tell it again).
+
+    The status follows from the set of facts recorded, whatever order they arrived in: the
+    order is confirmed once reserved, captured and prepared are all recorded. An event that
+    contradicts the order (another customer or amount, a fact already recorded by another
+    event, a set no saga path holds) is a ``Contradiction``: nothing recorded."""
     final: tuple[OrderStatus, str | None, datetime | None] | None = None
     with uow:
         done, order = uow.outcome_and_order(event.id, event.order_id)
@@ -46,8 +43,17 @@ def track(event: Event, uow: OrderUnitOfWork, on_final: OnFinal | None = None) -
             return done
         if order is None:
             raise UnknownOrder(f"order {event.order_id} does not exist")
-        observed = STATUS_AFTER.get(event.type, order.status)
-        status = order.status.advanced_to(observed)
+        try:
+            check_order_facts(order.customer_id, order.total_cents, event.data)
+            facts = recorded(order.facts, event.type)
+        except Contradiction:
+            # Read again: a concurrent duplicate may have committed while this one waited
+            # for the order's lock (its fact is then recorded, and so is its outcome).
+            done = uow.outcome_of(event.id)
+            if done is not None:
+                return done
+            raise
+        status = order.status.advanced_to(status_of(facts))
         uow.add_timeline(event.order_id, event, status, _detail(event))
         emitted: list[Event] = []
         if status != order.status:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from minimart.catalog import Event, EventType, next_event
 from minimart.domain.rules import decide_payment, payment_id
+from minimart.domain.saga import check_capture, check_refund
 from minimart.handlers.ports import Payment, PaymentUnitOfWork
 
 
@@ -17,11 +18,16 @@ class PaymentPolicy:
 
 
 def capture(event: Event, uow: PaymentUnitOfWork, policy: PaymentPolicy) -> list[Event]:
+    """Capture the order's amount once; a second capture or an amount its lines do not hold
+    is a ``Contradiction`` (nothing stored)."""
     data = event.data
     with uow:
-        done, limit = uow.outcome_and_limit(event.id, data["customerId"])
+        done, limit, existing = uow.outcome_limit_and_payment(
+            event.id, data["customerId"], event.order_id
+        )
         if done is not None:
             return done
+        check_capture(event.order_id, data, None if existing is None else existing.status)
         decision = decide_payment(
             event.order_id,
             data["customerId"],
@@ -58,16 +64,24 @@ def capture(event: Event, uow: PaymentUnitOfWork, policy: PaymentPolicy) -> list
 
 
 def refund(event: Event, uow: PaymentUnitOfWork, policy: PaymentPolicy) -> list[Event]:
-    """Compensation: shipping failed, so the captured amount goes back to the customer."""
+    """Compensation: shipping failed, so the captured amount goes back to the customer.
+
+    Only a CAPTURED payment, once: one conditional update refunds it. When it refunds
+    nothing, the event is a duplicate that waited for its twin (answered from the twin's
+    outcome) or a ``Contradiction`` (no payment, declined, or refunded by another event)."""
+    reason = event.data["reason"]
     with uow:
-        done = uow.outcome_of(event.id)
+        done, payment = uow.outcome_and_refund(event.id, event.order_id, reason)
         if done is not None:
             return done
-        payment = uow.payment_of(event.order_id)
-        if payment is None or payment.status == "DECLINED":
-            raise LookupError(f"no captured payment for order {event.order_id} to refund")
-        reason = event.data["reason"]
-        uow.mark_refunded(event.order_id, reason)
+        if payment is None:
+            # Read again: a concurrent duplicate may have committed while this one waited.
+            done = uow.outcome_of(event.id)
+            if done is not None:
+                return done
+            stored = uow.payment_of(event.order_id)
+            check_refund(event.order_id, None if stored is None else stored.status)
+            raise RuntimeError(f"payment of {event.order_id} CAPTURED yet not refunded")
         emitted = next_event(
             event,
             EventType.PAYMENT_REFUNDED,

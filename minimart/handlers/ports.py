@@ -8,7 +8,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol
 
-from minimart.catalog import Event
+from minimart.catalog import Event, EventType
 from minimart.domain.orders import OrderLine, OrderStatus
 from minimart.domain.rules import StockLevel
 
@@ -65,11 +65,23 @@ class PaymentUnitOfWork(UnitOfWork, Protocol):
     ) -> tuple[list[Event] | None, int | None]:
         """``outcome_of(event_id)`` and ``credit_limit(customer_id)`` at once (one round trip)."""
 
+    def outcome_limit_and_payment(
+        self, event_id: str, customer_id: int, order_id: str
+    ) -> tuple[list[Event] | None, int | None, Payment | None]:
+        """``outcome_and_limit`` and the order's stored payment at once (one round trip)."""
+
     def save_payment(self, payment: Payment) -> None: ...
 
     def payment_of(self, order_id: str) -> Payment | None: ...
 
-    def mark_refunded(self, order_id: str, reason: str) -> None: ...
+    def mark_refunded(self, order_id: str, reason: str) -> Payment | None:
+        """Refund the order's payment if it is CAPTURED (one conditional update); the refunded
+        payment, or None when there was no captured one (nothing changed)."""
+
+    def outcome_and_refund(
+        self, event_id: str, order_id: str, reason: str
+    ) -> tuple[list[Event] | None, Payment | None]:
+        """``outcome_of(event_id)`` and ``mark_refunded`` at once (one round trip)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,8 @@ class OrderUnitOfWork(UnitOfWork, Protocol):
     def add_timeline(
         self, order_id: str, event: Event, status: OrderStatus, detail: Mapping[str, Any]
     ) -> None:
-        """Append a step to the order's timeline (nothing if that event is already there)."""
+        """Append a step to the order's timeline and its type to the order's facts (nothing if
+        that event is already there)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,8 @@ class OrderRecord:
     total_cents: int
     reason: str | None = None
     created_at: datetime | None = None
+    # The saga's facts recorded for the order (minimart.domain.saga), whatever their order.
+    facts: frozenset[EventType] = frozenset()
 
 
 @dataclass(frozen=True)

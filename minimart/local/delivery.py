@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 NAMESPACE = "minimart"
 WRAPPED_EVENT_TYPE = "dev.knative.kafka.event"
 STRUCTURED_CONTENT_TYPE = "application/cloudevents"
-# Knative's KafkaSource sets no delivery timeout by default; a hung sink must not hang forever.
-DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
 RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
 ERROR_DATA_MAX_BYTES = 4096
 DEAD_LETTER_TIMEOUT_S = 10.0
@@ -458,7 +456,7 @@ class Deliverer:
         self.spec = spec
         self.sink_url = sink_url
         self._dead_letters = dead_letters
-        self._timeout_s = spec.delivery.timeout_s or DEFAULT_ATTEMPT_TIMEOUT_S
+        self._timeout_s = spec.delivery.attempt_timeout_s
         self._wait = sleep or (lambda stop, seconds: stop.wait(seconds))
 
     def new_connection(self) -> SinkConnection:

@@ -424,7 +424,7 @@ class KafkaSourceDispatcher:
             workers = list(self._workers.values())
         for worker in workers:
             worker.stop()
-        grace = (self.spec.delivery.timeout_s or 30.0) + 1.0
+        grace = self.spec.delivery.attempt_timeout_s + 1.0
         deadline = time.monotonic() + grace
         for worker in workers:
             if not worker.join(max(0.0, deadline - time.monotonic())):

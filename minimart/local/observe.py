@@ -29,7 +29,7 @@ _HEADER = """\
 
 def prometheus_config(settings: Settings, plan: StackPlan | None = None) -> dict[str, Any]:
     plan = plan or plan_stack(settings)
-    host = "127.0.0.1"
+    host = settings.host
     return {
         "global": {
             "scrape_interval": SCRAPE_INTERVAL,
@@ -75,7 +75,8 @@ def start_prometheus(settings: Settings, plan: StackPlan | None = None) -> Path:
     path.write_text(render_prometheus_config(settings, plan))
     server = Prometheus(settings, config=path)
     if not server.start():  # already running: make it read this config
-        requests.post(f"http://127.0.0.1:{server.port}/-/reload", timeout=10).raise_for_status()
+        reload = f"http://{server.host}:{server.port}/-/reload"
+        requests.post(reload, timeout=10).raise_for_status()
     return path
 
 

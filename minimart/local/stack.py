@@ -4,6 +4,12 @@ The plan comes from the manifests (``eventing/``, ``k8s/``) and the ``functions/
 which functions exist, which KafkaSource feeds which function, with what delivery settings.
 Nothing about the topology is written here. Every process is a program of the state dir's
 supervisord (``servers/supervision.py``), which restarts whatever exits, as a kubelet would.
+
+``Stack(settings)`` is one stack: its plan, decided once, and its collaborators, each the one
+handed in or the real one (the supervisord of the state dir, the servers, the probes that ask
+a function or a dispatcher whether it answers), as honcho's ``Manager`` takes its printer and
+its process constructor. ``tests/unit/test_stack.py`` runs up, down and status over fakes.
+The module functions (``up(settings)`` ...) are that stack with the real collaborators.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -38,12 +45,16 @@ INGRESS = "order"  # the public ingress (an HTTP function), served on settings.i
 REDRIVE = "redrive"  # its sinks are every other KafkaSource's (MINIMART_REDRIVE_SINKS)
 INFRASTRUCTURE = ("postgres", "redis", "mongo", "kafka")
 READY_TIMEOUT_S = 90.0
+STARTING_POLL_S = 0.1  # up: how often a starting program is asked whether it answers
+READY_POLL_S = 0.2  # wait_ready: how often every program of the stack is asked
 # The code a function or dispatcher runs; its hash is in each one's environment.
 CODE_FOLDERS = ("minimart", "functions", "eventing", "k8s")
 CODE_HASH_VARIABLE = "MINIMART_CODE_HASH"
 _STACK_PREFIXES = ("fn-", "dispatch-")
 # What `up(reload=True)` watches: a change to a Python file there restarts every function.
 RELOAD_FOLDERS = ("minimart", "functions")
+# supervisord's stop wait of a dispatcher beyond the attempt it may be finishing.
+STOP_MARGIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class FunctionProcess:
     source: Path
     signature: str
     port: int
+    host: str
     env: tuple[tuple[str, str], ...] = ()  # what this function alone is told
 
     @property
@@ -60,7 +72,7 @@ class FunctionProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,7 @@ class DispatcherProcess:
     source: KafkaSourceSpec
     sink_url: str
     metrics_port: int
+    host: str  # where its metrics listen
 
     @property
     def process_name(self) -> str:
@@ -97,7 +110,9 @@ def plan_stack(settings: Settings, topology: Topology | None = None) -> StackPla
         else:
             port = settings.function_port_base + others.index(folder)
         main = folder / "main.py"
-        functions.append(FunctionProcess(folder.name, main, signature_of(main), port))
+        functions.append(
+            FunctionProcess(folder.name, main, signature_of(main), port, settings.host)
+        )
     by_service = {fn.service: fn for fn in functions}
     sinks = ",".join(
         f"{s.sink_service}={by_service[s.sink_service].url}"
@@ -117,6 +132,7 @@ def plan_stack(settings: Settings, topology: Topology | None = None) -> StackPla
                 source=source,
                 sink_url=by_service[source.sink_service].url + "/",
                 metrics_port=settings.function_port_base + 100 + index,
+                host=settings.host,
             )
         )
     return StackPlan(tuple(functions), tuple(dispatchers))
@@ -172,7 +188,7 @@ def function_program(
         "--target=handle",
         f"--source={fn.source}",
         f"--signature-type={fn.signature}",
-        "--host=127.0.0.1",
+        f"--host={fn.host}",
         f"--port={fn.port}",
     )
     if reload:
@@ -191,47 +207,85 @@ def dispatcher_program(dispatcher: DispatcherProcess, settings: Settings, code: 
         f"--metrics-port={dispatcher.metrics_port}",
     )
     env = {**_env(settings, dispatcher.process_name), CODE_HASH_VARIABLE: code}
-    # It finishes the delivery in flight (up to the delivery timeout) and commits on SIGTERM.
-    grace = (dispatcher.source.delivery.timeout_s or 30.0) + 10.0
+    # It finishes the delivery in flight (up to the attempt timeout) and commits on SIGTERM.
+    grace = dispatcher.source.delivery.attempt_timeout_s + STOP_MARGIN_S
     return Program(dispatcher.process_name, argv, PROJECT_ROOT, env, stop_wait_s=grace,
                    priority=400)  # fmt: skip
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(url + "/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+class Supervision(Protocol):
+    """What the stack asks of supervisord (``supervision.Supervisor``)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def lock(self, name: str = ...) -> AbstractContextManager[None]: ...
+    def is_running(self) -> bool: ...
+    def shutdown(self, timeout: float = ...) -> bool: ...
+    def define(self, programs: Iterable[Program]) -> list[str]: ...
+    def forget(self, names: Iterable[str]) -> None: ...
+    def start(self, name: str) -> None: ...
+    def stop(self, names: Iterable[str], timeout: float = ...) -> list[str]: ...
+    def infos(self) -> dict[str, ProgramInfo]: ...
+    def state(self, name: str) -> str: ...
+    def pid(self, name: str) -> int | None: ...
+    def kill(self, name: str, *, family: bool = ...) -> int | None: ...
+    def log_file(self, name: str) -> Path: ...
 
 
-def _wait(sup: Supervisor, name: str, ready: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not ready():
-        if sup.state(name) == "FATAL":
-            raise RuntimeError(f"{what} keeps exiting at start; see {sup.log_file(name)}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {READY_TIMEOUT_S:.0f}s")
-        time.sleep(0.1)
+class Servers(Protocol):
+    """The stack's servers (PostgreSQL, Redis, Mongo, Kafka, Prometheus): ``servers``."""
+
+    def ensure_up(self, names: Sequence[str]) -> list[str]: ...
+    def stop_all(self) -> list[str]: ...
+    def retire_unsupervised(self, url: str) -> None: ...
+    def ready(self, name: str) -> bool | None:
+        """Whether server ``name`` answers a real request; None: no server of that name."""
 
 
-def wait_function_ready(fn: FunctionProcess, settings: Settings) -> None:
-    sup = Supervisor(settings)
-    _wait(sup, fn.process_name, lambda: _healthy(fn.url), f"function {fn.service} ({fn.url})")
+class Probe(Protocol):
+    """Whether a function or a dispatcher answers."""
+
+    def healthy(self, url: str) -> bool: ...
+    def port_open(self, host: str, port: int) -> bool: ...
 
 
-def wait_dispatcher_ready(dispatcher: DispatcherProcess, settings: Settings) -> None:
-    sup = Supervisor(settings)
-    port = dispatcher.metrics_port
-    _wait(sup, dispatcher.process_name, lambda: process.port_open("127.0.0.1", port),
-          f"dispatcher {dispatcher.source.name} (metrics :{port})")  # fmt: skip
+class LocalServers:
+    """The servers of ``servers`` for this state dir."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def ensure_up(self, names: Sequence[str]) -> list[str]:
+        return list(servers.ensure_up(self.settings, names))
+
+    def stop_all(self) -> list[str]:
+        return servers.stop_all(self.settings)
+
+    def retire_unsupervised(self, url: str) -> None:
+        retire_unsupervised(self.settings, url)
+
+    def ready(self, name: str) -> bool | None:
+        server = servers.infrastructure(self.settings).get(name)
+        if server is None:
+            return None
+        try:
+            return server.is_up() and server.is_ready()
+        except Exception:  # a restarting server refuses in many ways
+            return False
 
 
-def _start_layer(sup: Supervisor, names: Iterable[str]) -> list[str]:
-    """Start those of ``names`` that do not run; the names started."""
-    started = [name for name in names if sup.pid(name) is None]
-    for name in started:
-        sup.start(name)
-    return started
+class HttpProbe:
+    """A function answers its ``/healthz``; a dispatcher accepts on its metrics port."""
+
+    def healthy(self, url: str) -> bool:
+        try:
+            return requests.get(url + "/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def port_open(self, host: str, port: int) -> bool:
+        return process.port_open(host, port)
 
 
 def _in_parallel(wait: Callable[[Any], None], items: Sequence[Any]) -> None:
@@ -239,58 +293,197 @@ def _in_parallel(wait: Callable[[Any], None], items: Sequence[Any]) -> None:
         list(pool.map(wait, items))
 
 
+class Stack:
+    """The local stack of one state dir: its plan and its collaborators (see the module)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        plan: StackPlan | None = None,
+        supervisor: Supervision | None = None,
+        servers: Servers | None = None,
+        probe: Probe | None = None,
+        code: Callable[[], str] = code_hash,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        poll_s: float = STARTING_POLL_S,
+    ) -> None:
+        self.settings = settings
+        self.plan = plan if plan is not None else plan_stack(settings)
+        self.supervisor: Supervision = supervisor or Supervisor(settings)
+        self.servers: Servers = servers or LocalServers(settings)
+        self.probe: Probe = probe or HttpProbe()
+        self._code = code
+        self._ready_timeout_s = ready_timeout_s
+        self._poll_s = poll_s
+
+    # -- planning ----------------------------------------------------------------------
+
+    def planned_programs(self, reload: bool = False) -> list[Program]:
+        """The programs of every function and dispatcher of the plan (running the code of
+        today's tree; ``reload``: functions restart when their code changes)."""
+        code = self._code()
+        programs = [function_program(fn, self.settings, code, reload) for fn in self.plan.functions]
+        programs += [dispatcher_program(d, self.settings, code) for d in self.plan.dispatchers]
+        return programs
+
+    def programs(self) -> list[str]:
+        """Every program of the stack: the servers, the functions, the dispatchers."""
+        return programs(self.plan)
+
+    # -- up, down, status ----------------------------------------------------------------
+
+    def up(self, reload: bool = False) -> list[str]:
+        """Bring the whole stack up under supervisord, reusing whatever already runs (a
+        function or dispatcher whose code changed is restarted); the names it started.
+        ``reload``: every function restarts by itself when its code changes (``reloading``);
+        a later ``up`` without it puts them back."""
+        started = list(self.servers.ensure_up(INFRASTRUCTURE))
+        sup = self.supervisor
+        programs = self.planned_programs(reload)
+        with sup.lock("stack"):
+            sup.define(programs)
+            planned = {p.name for p in programs}
+            stale = [n for n in sup.infos() if n.startswith(_STACK_PREFIXES) and n not in planned]
+            if stale:
+                sup.forget(stale)
+            started += self._start_layer([fn.process_name for fn in self.plan.functions])
+            _in_parallel(self.wait_function_ready, self.plan.functions)
+            started += self._start_layer([d.process_name for d in self.plan.dispatchers])
+            _in_parallel(self.wait_dispatcher_ready, self.plan.dispatchers)
+        return started
+
+    def down(self) -> list[str]:
+        """Stop everything the stack runs (dispatchers, functions, servers, then supervisord
+        itself); the names stopped."""
+        sup = self.supervisor
+        if not sup.is_running():
+            self.servers.retire_unsupervised(sup.url)  # what a dead supervisord left behind
+            return []
+        stopped = sup.stop([d.process_name for d in self.plan.dispatchers])
+        stopped += sup.stop([f.process_name for f in self.plan.functions])
+        stopped += sup.stop(
+            [n for n, i in sup.infos().items() if n not in servers.ALL and i.active]
+        )
+        stopped += self.servers.stop_all()
+        sup.shutdown()
+        return stopped
+
+    def status(self) -> list[ProgramInfo]:
+        """Every program of the stack (planned or defined) as supervisord sees it."""
+        infos = self.supervisor.infos()
+        names = [*servers.ALL, *(f.process_name for f in self.plan.functions)]
+        names += [d.process_name for d in self.plan.dispatchers]
+        names += [n for n in infos if n not in names]
+        return [
+            infos.get(name) or ProgramInfo(name, "STOPPED", None, None, 0, "not started")
+            for name in names
+            if name in infos or name not in ("prometheus",)
+        ]
+
+    # -- readiness ---------------------------------------------------------------------
+
+    def _start_layer(self, names: Iterable[str]) -> list[str]:
+        """Start those of ``names`` that do not run; the names started."""
+        started = [name for name in names if self.supervisor.pid(name) is None]
+        for name in started:
+            self.supervisor.start(name)
+        return started
+
+    def _wait(self, name: str, ready: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self._ready_timeout_s
+        while not ready():
+            if self.supervisor.state(name) == "FATAL":
+                raise RuntimeError(
+                    f"{what} keeps exiting at start; see {self.supervisor.log_file(name)}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not ready after {self._ready_timeout_s:.0f}s")
+            time.sleep(self._poll_s)
+
+    def wait_function_ready(self, fn: FunctionProcess) -> None:
+        what = f"function {fn.service} ({fn.url})"
+        self._wait(fn.process_name, lambda: self.probe.healthy(fn.url), what)
+
+    def wait_dispatcher_ready(self, d: DispatcherProcess) -> None:
+        what = f"dispatcher {d.source.name} (metrics :{d.metrics_port})"
+        ready = lambda: self.probe.port_open(d.host, d.metrics_port)  # noqa: E731
+        self._wait(d.process_name, ready, what)
+
+    def answers(self, name: str) -> bool:
+        """Whether program ``name`` of the stack answers: a server a real request, a function
+        its /healthz, a dispatcher (running) its metrics port."""
+        server = self.servers.ready(name)
+        if server is not None:
+            return server
+        for fn in self.plan.functions:
+            if fn.process_name == name:
+                return self.probe.healthy(fn.url)
+        for d in self.plan.dispatchers:
+            if d.process_name == name:
+                running = self.supervisor.pid(name) is not None
+                return running and self.probe.port_open(d.host, d.metrics_port)
+        raise KeyError(name)
+
+    def not_ready(self) -> list[str]:
+        """The programs of the stack that do not answer yet (empty: every one is ready)."""
+        return [name for name in self.programs() if not self.answers(name)]
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Return once every program of the stack answers (after a crash, supervisord brings
+        it back: nothing here starts anything); TimeoutError naming the laggards otherwise."""
+        deadline = time.monotonic() + timeout
+        while pending := self.not_ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(pending)}")
+            time.sleep(READY_POLL_S)
+
+
+def programs(plan: StackPlan) -> list[str]:
+    """Every program of the stack: the servers, the functions, the dispatchers."""
+    return [
+        *INFRASTRUCTURE,
+        *(fn.process_name for fn in plan.functions),
+        *(d.process_name for d in plan.dispatchers),
+    ]
+
+
+# -- the stack with the real collaborators -------------------------------------------------
+
+
 def up(settings: Settings, plan: StackPlan | None = None, reload: bool = False) -> list[str]:
-    """Bring the whole stack up under supervisord, reusing whatever already runs (a function
-    or dispatcher whose code changed is restarted); the names it started. ``reload``: every
-    function restarts by itself when its code changes (``reloading``); a later ``up``
-    without it puts them back."""
-    plan = plan or plan_stack(settings)
-    started = list(servers.ensure_up(settings, INFRASTRUCTURE))
-    sup = Supervisor(settings)
-    code = code_hash()
-    programs = [function_program(fn, settings, code, reload) for fn in plan.functions]
-    programs += [dispatcher_program(d, settings, code) for d in plan.dispatchers]
-    with sup.lock("stack"):
-        sup.define(programs)
-        planned = {p.name for p in programs}
-        stale = [n for n in sup.infos() if n.startswith(_STACK_PREFIXES) and n not in planned]
-        if stale:
-            sup.forget(stale)
-        started += _start_layer(sup, [fn.process_name for fn in plan.functions])
-        _in_parallel(lambda fn: wait_function_ready(fn, settings), plan.functions)
-        started += _start_layer(sup, [d.process_name for d in plan.dispatchers])
-        _in_parallel(lambda d: wait_dispatcher_ready(d, settings), plan.dispatchers)
-    return started
+    """``Stack.up`` of the state dir's stack."""
+    return Stack(settings, plan=plan).up(reload)
 
 
 def down(settings: Settings, plan: StackPlan | None = None) -> list[str]:
-    """Stop everything the stack runs (dispatchers, functions, servers, then supervisord
-    itself); the names stopped."""
-    plan = plan or plan_stack(settings)
-    sup = Supervisor(settings)
-    if not sup.is_running():
-        retire_unsupervised(settings, sup.url)  # what a dead supervisord left behind
-        return []
-    stopped = sup.stop([d.process_name for d in plan.dispatchers])
-    stopped += sup.stop([f.process_name for f in plan.functions])
-    stopped += sup.stop([n for n, i in sup.infos().items() if n not in servers.ALL and i.active])
-    stopped += servers.stop_all(settings)
-    sup.shutdown()
-    return stopped
+    """``Stack.down`` of the state dir's stack."""
+    return Stack(settings, plan=plan).down()
 
 
 def status(settings: Settings, plan: StackPlan | None = None) -> list[ProgramInfo]:
-    """Every program of the stack (planned or defined) as supervisord sees it."""
-    plan = plan or plan_stack(settings)
-    infos = Supervisor(settings).infos()
-    names = [*servers.ALL, *(f.process_name for f in plan.functions)]
-    names += [d.process_name for d in plan.dispatchers]
-    names += [n for n in infos if n not in names]
-    return [
-        infos.get(name) or ProgramInfo(name, "STOPPED", None, None, 0, "not started")
-        for name in names
-        if name in infos or name not in ("prometheus",)
-    ]
+    """``Stack.status`` of the state dir's stack."""
+    return Stack(settings, plan=plan).status()
+
+
+def answers(settings: Settings, name: str, plan: StackPlan | None = None) -> bool:
+    """``Stack.answers`` of the state dir's stack."""
+    return Stack(settings, plan=plan).answers(name)
+
+
+def not_ready(settings: Settings, plan: StackPlan | None = None) -> list[str]:
+    """``Stack.not_ready`` of the state dir's stack."""
+    return Stack(settings, plan=plan).not_ready()
+
+
+def wait_ready(settings: Settings, timeout: float = READY_TIMEOUT_S) -> None:
+    """``Stack.wait_ready`` of the state dir's stack."""
+    Stack(settings).wait_ready(timeout)
+
+
+def kill(settings: Settings, name: str) -> int | None:
+    """SIGKILL one program of the stack with its process group (a crash); its old pid."""
+    return servers.kill(settings, name)
 
 
 def format_status(rows: Iterable[ProgramInfo]) -> str:
@@ -309,58 +502,3 @@ def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def kill(settings: Settings, name: str) -> int | None:
-    """SIGKILL one program of the stack with its process group (a crash); its old pid."""
-    return servers.kill(settings, name)
-
-
-def answers(settings: Settings, name: str, plan: StackPlan | None = None) -> bool:
-    """Whether program ``name`` of the stack answers: a server a real request, a function
-    its /healthz, a dispatcher (running) its metrics port."""
-    plan = plan or plan_stack(settings)
-    server = servers.infrastructure(settings).get(name)
-    if server is not None:
-        return _ready_server(server)
-    for fn in plan.functions:
-        if fn.process_name == name:
-            return _healthy(fn.url)
-    for d in plan.dispatchers:
-        if d.process_name == name:
-            running = Supervisor(settings).pid(name) is not None
-            return running and process.port_open("127.0.0.1", d.metrics_port)
-    raise KeyError(name)
-
-
-def programs(plan: StackPlan) -> list[str]:
-    """Every program of the stack: the servers, the functions, the dispatchers."""
-    return [
-        *INFRASTRUCTURE,
-        *(fn.process_name for fn in plan.functions),
-        *(d.process_name for d in plan.dispatchers),
-    ]
-
-
-def not_ready(settings: Settings, plan: StackPlan | None = None) -> list[str]:
-    """The programs of the stack that do not answer yet (empty: every one is ready)."""
-    plan = plan or plan_stack(settings)
-    return [name for name in programs(plan) if not answers(settings, name, plan)]
-
-
-def _ready_server(server: servers.ManagedServer) -> bool:
-    try:
-        return server.is_up() and server.is_ready()
-    except Exception:  # a restarting server refuses in many ways
-        return False
-
-
-def wait_ready(settings: Settings, timeout: float = READY_TIMEOUT_S) -> None:
-    """Return once every program of the stack answers (after a crash, supervisord brings it
-    back: nothing here starts anything); TimeoutError naming the laggards otherwise."""
-    plan = plan_stack(settings)
-    deadline = time.monotonic() + timeout
-    while pending := not_ready(settings, plan):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(pending)}")
-        time.sleep(0.2)

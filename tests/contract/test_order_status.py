@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import psycopg
 import pytest
 
+from minimart.adapters.postgres import ORDERS_SCHEMA, PostgresOrders, migrate, open_pool
 from minimart.bootstrap import Container
 from minimart.catalog import Event, EventType
 from minimart.domain.orders import OrderStatus
+from minimart.domain.saga import Contradiction
 from minimart.handlers import order_status
 from tests.contract.orders_db import (
     FakeOrdersDatabase,
@@ -16,7 +20,7 @@ from tests.contract.orders_db import (
     PostgresOrdersDatabase,
     placed,
 )
-from tests.contract.support import concurrently, delivered, new_id
+from tests.contract.support import blocked, concurrently, delivered, new_id
 
 
 def event(event_type: EventType, order_id: str, **data: Any) -> Event:
@@ -144,6 +148,109 @@ class OrderStatusContract:
         assert order is not None and order.status is OrderStatus.CONFIRMED
         assert len(steps(db, order_id)) == 4
 
+    def test_a_timeline_step_records_its_fact_on_the_order_once(self, db: OrdersDatabase) -> None:
+        order_id = placed(db).order_id
+        reserved = event(EventType.INVENTORY_RESERVED, order_id)
+        for _ in range(2):
+            with db.uow() as uow:
+                uow.add_timeline(order_id, reserved, OrderStatus.RESERVED, {})
+                uow.commit()
+        with db.uow() as uow:
+            order = uow.lock_order(order_id)
+            _, same = uow.outcome_and_order(new_id(), order_id)
+        assert order is not None and order.facts == {EventType.INVENTORY_RESERVED}
+        assert same == order
+
+    def test_early_facts_are_kept_and_confirm_once_all_are_recorded(
+        self, db: OrdersDatabase
+    ) -> None:
+        """shipping.prepared and payment.captured overtake inventory.reserved: the order is
+        confirmed by the last of the three; the timeline is shown in causal order."""
+        accepted = placed(db)
+        assert accepted.event is not None
+        order_id, data = accepted.order_id, dict(accepted.event.data)
+        arrival = [
+            event(EventType.SHIPPING_PREPARED, order_id, labelId="label"),
+            event(EventType.PAYMENT_CAPTURED, order_id, paymentId="pay", **data),
+            event(EventType.INVENTORY_RESERVED, order_id, **data),
+        ]
+
+        emitted = [order_status.track(e, db.uow()) for e in arrival]
+
+        assert [[e.type for e in out] for out in emitted] == [
+            [], [], [EventType.ORDER_CONFIRMED]
+        ]  # fmt: skip
+        view = db.intake.view(order_id)
+        assert view is not None and view["status"] == "CONFIRMED"
+        assert [(s["step"], s["status"]) for s in view["timeline"]] == [
+            ("order.created", "PENDING"),
+            ("inventory.reserved", "CONFIRMED"),
+            ("payment.captured", "PAID"),
+            ("shipping.prepared", "PENDING"),
+        ]
+
+    def test_an_event_that_contradicts_the_order_changes_nothing(self, db: OrdersDatabase) -> None:
+        """shipping.failed for a confirmed order (the issue's forgery), then a capture of
+        another amount: each refused, the order, its timeline and the outcomes as they were."""
+        accepted = placed(db)
+        assert accepted.event is not None
+        order_id, data = accepted.order_id, dict(accepted.event.data)
+        for e in (
+            event(EventType.INVENTORY_RESERVED, order_id, **data),
+            event(EventType.PAYMENT_CAPTURED, order_id, paymentId="pay", **data),
+            event(EventType.SHIPPING_PREPARED, order_id, labelId="label"),
+        ):
+            order_status.track(e, db.uow())
+        view = db.intake.view(order_id)
+        failed = event(EventType.SHIPPING_FAILED, order_id, reason="shipping_failed: forged")
+        other = event(EventType.PAYMENT_CAPTURED, order_id, **{**data, "totalCents": 1})
+
+        with pytest.raises(Contradiction, match=r"saga-path: shipping\.failed contradicts"):
+            order_status.track(failed, db.uow())
+        with pytest.raises(Contradiction, match="order-facts: totalCents 1"):
+            order_status.track(other, db.uow())
+
+        assert db.intake.view(order_id) == view
+        with db.uow() as uow:
+            assert (uow.outcome_of(failed.id), uow.outcome_of(other.id)) == (None, None)
+
+    def test_an_event_that_waited_for_the_order_sees_the_facts_recorded_meanwhile(
+        self, db: OrdersDatabase
+    ) -> None:
+        """shipping.prepared waits for the order's lock while another transaction records
+        reserved and captured: once it has the lock it reads them (the facts are on the row
+        it locks, not in a snapshot older than the wait) and confirms."""
+        order_id = placed(db).order_id
+        prepared = event(EventType.SHIPPING_PREPARED, order_id, labelId="label")
+        holder = db.uow()
+        with holder:
+            holder.lock_order(order_id)
+            for fact in (EventType.INVENTORY_RESERVED, EventType.PAYMENT_CAPTURED):
+                holder.add_timeline(order_id, event(fact, order_id), OrderStatus.PAID, {})
+            holder.set_status(order_id, OrderStatus.PAID, None)
+
+            emitted = blocked(lambda: order_status.track(prepared, db.uow()), holder.commit)
+
+        assert [e.type for e in emitted] == [EventType.ORDER_CONFIRMED]
+
+    def test_a_duplicate_that_waited_for_its_twin_is_answered_not_refused(
+        self, db: OrdersDatabase
+    ) -> None:
+        """The twin records the fact and its outcome while the duplicate waits for the lock:
+        the duplicate then finds the fact recorded, and answers the twin's outcome instead of
+        refusing it as recorded twice."""
+        order_id = placed(db).order_id
+        rejected = event(EventType.INVENTORY_REJECTED, order_id, reason="unknown_sku: X")
+        twin = db.uow()
+        with twin:
+            twin.lock_order(order_id)
+            twin.add_timeline(order_id, rejected, OrderStatus.CANCELLED, {})
+            twin.record_outcome(rejected.id, [])
+
+            emitted = blocked(lambda: order_status.track(rejected, db.uow()), twin.commit)
+
+        assert emitted == []
+
 
 class TestFakeOrderStatus(OrderStatusContract):
     @pytest.fixture
@@ -156,3 +263,47 @@ class TestPostgresOrderStatus(OrderStatusContract):
     @pytest.fixture
     def db(self, postgres: object, container: Container) -> OrdersDatabase:
         return PostgresOrdersDatabase(container)
+
+
+@pytest.mark.integration
+def test_an_older_orders_database_gets_the_facts_its_timelines_hold(
+    postgres: object, container: Container
+) -> None:
+    """The migration adds ``orders.steps`` to a database made before it, filled from each
+    order's timeline, so an order in flight across the upgrade keeps what it recorded."""
+    name = f"minimart_older_{uuid.uuid4().hex[:12]}"
+    older_schema = ORDERS_SCHEMA[: ORDERS_SCHEMA.index("-- The saga's facts")]
+    base = container.settings.orders_dsn
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"'.encode())
+    try:
+        dsn = base.rsplit("/", 1)[0] + "/" + name
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(older_schema.encode())
+            order_id = new_id()
+            conn.execute(
+                "INSERT INTO orders (id, customer_id, status, total_cents, items,"
+                " shipping_address, fingerprint) VALUES (%s, 1, 'PAID', 1, '[]', '{}', '')",
+                (order_id,),
+            )
+            for step in ("order.created", "inventory.reserved", "payment.captured"):
+                conn.execute(
+                    "INSERT INTO order_timeline (order_id, event_id, step, status)"
+                    " VALUES (%s, %s, %s, 'PAID')",
+                    (order_id, new_id(), step),
+                )
+        pool = open_pool(dsn, "older", max_size=1)
+        try:
+            migrate(pool, ORDERS_SCHEMA)
+            migrate(pool, ORDERS_SCHEMA)  # a second start changes nothing
+            with PostgresOrders(pool, consumer="order-status") as uow:
+                order = uow.lock_order(order_id)
+        finally:
+            pool.close()
+        assert order is not None
+        assert order.facts == {
+            EventType.ORDER_CREATED, EventType.INVENTORY_RESERVED, EventType.PAYMENT_CAPTURED
+        }  # fmt: skip
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())

@@ -11,10 +11,11 @@ import pytest
 from minimart.bootstrap import Container
 from minimart.catalog import Event, EventType
 from minimart.domain.rules import payment_id
+from minimart.domain.saga import Contradiction
 from minimart.handlers import payment
 from minimart.handlers.payment import PaymentPolicy
 from minimart.handlers.ports import Payment, PaymentUnitOfWork
-from tests.contract.support import concurrently, delivered, new_id
+from tests.contract.support import blocked, concurrently, delivered, new_id
 from tests.fakes import FakePayments, IntegrityViolation
 
 POLICY = PaymentPolicy(default_credit_limit_cents=100_000, decline_rate=0.0)
@@ -198,6 +199,104 @@ class PaymentContract:
         assert stored is not None and (stored.status, stored.amount_cents) == ("CAPTURED", 2_500)
         errors = [e for d in deliveries for e in d.errors]
         assert all(isinstance(e, store.integrity_error) for e in errors), errors
+
+    def test_a_refund_answers_the_refunded_payment_and_only_once(self, store: PaymentStore) -> None:
+        captured = a_payment(new_id())
+        saved(store, captured)
+        with store.uow() as uow:
+            refunded = uow.mark_refunded(captured.order_id, "shipping_failed: 00000")
+            again = uow.mark_refunded(captured.order_id, "shipping_failed: again")
+            missing = uow.mark_refunded(new_id(), "shipping_failed")
+            uow.commit()
+        assert refunded == Payment(captured.order_id, captured.payment_id,
+                                   captured.customer_id, 2_500, "REFUNDED", "")  # fmt: skip
+        assert (again, missing) == (None, None)
+        assert store.refund_reason(captured.order_id) == "shipping_failed: 00000"
+
+    def test_the_payment_of_an_order_is_read_with_the_outcome_and_limit(
+        self, store: PaymentStore
+    ) -> None:
+        paid, customer = a_payment(new_id()), new_customer()
+        saved(store, paid)
+        store.set_limit(customer, 7)
+        with store.uow() as uow:
+            assert uow.outcome_limit_and_payment(new_id(), customer, paid.order_id) == (
+                None, 7, paid,
+            )  # fmt: skip
+            assert uow.outcome_limit_and_payment(new_id(), customer, new_id())[2] is None
+
+    def test_a_second_refund_is_refused_and_changes_nothing(self, store: PaymentStore) -> None:
+        reserved = inventory_reserved(new_id(), new_customer())
+        payment.capture(reserved, store.uow(), POLICY)
+        failed = shipping_failed(reserved.order_id)
+        first = payment.refund(failed, store.uow(), POLICY)
+        forged = shipping_failed(reserved.order_id)
+
+        with pytest.raises(Contradiction, match="its payment is REFUNDED"):
+            payment.refund(forged, store.uow(), POLICY)
+
+        assert store.refund_reason(reserved.order_id) == "shipping_failed: 00000"
+        with store.uow() as uow:
+            assert uow.outcome_of(forged.id) is None
+        assert payment.refund(failed, store.uow(), POLICY) == first
+
+    def test_a_refund_of_an_order_never_charged_is_refused(self, store: PaymentStore) -> None:
+        declined = a_payment(new_id(), "DECLINED", "payment_declined: limit")
+        saved(store, declined)
+        for order_id, found in ((declined.order_id, "DECLINED"), (new_id(), "no payment")):
+            with pytest.raises(Contradiction, match=found):
+                payment.refund(shipping_failed(order_id), store.uow(), POLICY)
+        assert payment_of(store, declined.order_id) == declined
+
+    def test_a_second_capture_is_refused_and_changes_nothing(self, store: PaymentStore) -> None:
+        reserved = inventory_reserved(new_id(), new_customer())
+        first = payment.capture(reserved, store.uow(), POLICY)
+        stored = payment_of(store, reserved.order_id)
+        again = inventory_reserved(reserved.order_id, new_customer(), total_cents=10)
+
+        with pytest.raises(Contradiction, match="already has a payment"):
+            payment.capture(again, store.uow(), POLICY)
+
+        assert payment_of(store, reserved.order_id) == stored
+        with store.uow() as uow:
+            assert uow.outcome_of(again.id) is None
+        assert payment.capture(reserved, store.uow(), POLICY) == first
+
+    def test_concurrent_duplicate_refunds_refund_once_and_refuse_none(
+        self, store: PaymentStore
+    ) -> None:
+        """A duplicate that waited for its twin's row lock finds the payment REFUNDED: it is
+        answered from the twin's outcome (or retried), never refused as a contradiction."""
+        reserved = inventory_reserved(new_id(), new_customer())
+        payment.capture(reserved, store.uow(), POLICY)
+        failed = shipping_failed(reserved.order_id)
+
+        deliveries = concurrently(
+            6, lambda _: delivered(lambda: payment.refund(failed, store.uow(), POLICY))
+        )
+
+        assert all(d.result == deliveries[0].result for d in deliveries)
+        assert [e.type for e in deliveries[0].result] == [EventType.PAYMENT_REFUNDED]
+        errors = [e for d in deliveries for e in d.errors]
+        assert all(isinstance(e, store.integrity_error) for e in errors), errors
+
+    def test_a_refund_that_waited_for_its_twin_is_answered_not_refused(
+        self, store: PaymentStore
+    ) -> None:
+        """The twin refunds and records its outcome while the duplicate waits for the row: the
+        duplicate's conditional update then refunds nothing, and it answers the twin's
+        outcome instead of refusing a refunded payment."""
+        reserved = inventory_reserved(new_id(), new_customer())
+        payment.capture(reserved, store.uow(), POLICY)
+        failed = shipping_failed(reserved.order_id)
+        twin = store.uow()
+        with twin:
+            twin.mark_refunded(reserved.order_id, "shipping_failed: 00000")
+            twin.record_outcome(failed.id, [])
+
+            emitted = blocked(lambda: payment.refund(failed, store.uow(), POLICY), twin.commit)
+
+        assert emitted == []
 
 
 class TestFakePayments(PaymentContract):

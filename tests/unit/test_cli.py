@@ -68,3 +68,10 @@ def test_the_help_lists_every_ops_verb() -> None:
     if script.exists():
         installed = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
         assert installed.stdout == result.stdout
+
+
+def test_the_servers_command_names_the_servers_the_runtime_runs() -> None:
+    from minimart.local import servers
+    from minimart.local.cli import SERVERS
+
+    assert servers.ALL == SERVERS

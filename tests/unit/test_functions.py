@@ -21,6 +21,7 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from minimart.bootstrap import Container, bootstrap
 from minimart.catalog import Event, EventType, build, derived_event_id
@@ -335,7 +336,8 @@ def test_order_status_confirms_and_publishes(
     client: Callable[[str], FlaskClient], container: Container, fakes: Fakes
 ) -> None:
     order_id = new_id()
-    fakes.orders = FakeOrders(OrderRecord(order_id, 7, OrderStatus.PAID, 4_999))
+    paid = frozenset({EventType.INVENTORY_RESERVED, EventType.PAYMENT_CAPTURED})
+    fakes.orders = FakeOrders(OrderRecord(order_id, 7, OrderStatus.PAID, 4_999, facts=paid))
     prepared = create_event(
         EventType.SHIPPING_PREPARED, {"orderId": order_id, "labelId": label_id(order_id)}
     )
@@ -344,6 +346,30 @@ def test_order_status_confirms_and_publishes(
 
     assert response.status_code == 200
     assert [e.type for e in publisher(container).events] == [EventType.ORDER_CONFIRMED]
+
+
+def test_an_event_that_contradicts_the_stored_state_is_refused_as_poison_and_counted(
+    client: Callable[[str], FlaskClient], container: Container, fakes: Fakes
+) -> None:
+    """A refund of an order that was never charged: 400 with the rule and the reason (the
+    dead letter's knativeerrordata), nothing stored or published, one more refusal counted."""
+    failed = create_event(
+        EventType.SHIPPING_FAILED, {"orderId": new_id(), "reason": "shipping_failed: forged"}
+    )
+    labels = {"service": "payment", "type": "shipping.failed", "rule": "refund-captured"}
+    before = REGISTRY.get_sample_value("minimart_events_refused_total", labels) or 0.0
+
+    response = post(client("payment"), failed)
+
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["rule"] == "refund-captured"
+    assert "refund-captured: order" in response.get_json()["detail"]
+    assert "no payment" in response.get_json()["detail"]
+    assert publisher(container).published == []
+    assert fakes.payments.committed.processed == {}
+    assert fakes.payments.rollbacks == 1
+    assert REGISTRY.get_sample_value("minimart_events_refused_total", labels) == before + 1
 
 
 def test_an_event_of_an_unknown_order_is_a_server_error(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 import uuid
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import pytest
 from minimart.catalog import Event, EventType, derived_event_id
 from minimart.domain.orders import InvalidOrder, OrderLimits, OrderLine, OrderStatus
 from minimart.domain.rules import label_id, payment_id
+from minimart.domain.saga import Contradiction
 from minimart.handlers import inventory, notification, order_status, payment, shipping
 from minimart.handlers.order_status import UnknownOrder
 from minimart.handlers.orders import IdempotencyConflict, place_order
@@ -353,22 +355,92 @@ def test_refund_twice_is_a_no_op(payments: FakePayments) -> None:
     )
 
 
-def test_refund_without_a_payment_raises(payments: FakePayments) -> None:
-    with pytest.raises(LookupError, match="no captured payment"):
-        payment.refund(shipping_failed(new_id()), payments, POLICY)
+def refused(rule: str, handle: Callable[[], Any], store: Callable[[], Any]) -> Contradiction:
+    """``handle()`` raises a Contradiction of ``rule`` and changes nothing in ``store()``."""
+    before = copy.deepcopy(store())
 
+    with pytest.raises(Contradiction) as raised:
+        handle()
+
+    assert raised.value.rule == rule
+    assert store() == before
+    return raised.value
+
+
+def test_refund_without_a_payment_is_a_contradiction(payments: FakePayments) -> None:
+    refusal = refused(
+        "refund-captured",
+        lambda: payment.refund(shipping_failed(new_id()), payments, POLICY),
+        lambda: payments.committed,
+    )
+
+    assert "no payment" in str(refusal)
     assert payments.committed.processed == {}
 
 
-def test_refund_of_a_declined_payment_raises(payments: FakePayments) -> None:
+def test_refund_of_a_declined_payment_is_a_contradiction(payments: FakePayments) -> None:
     reserved = inventory_reserved(customer_id=402)
     payment.capture(reserved, payments, POLICY)
-    before = copy.deepcopy(payments.committed)
 
-    with pytest.raises(LookupError):
-        payment.refund(shipping_failed(reserved.order_id), payments, POLICY)
+    refusal = refused(
+        "refund-captured",
+        lambda: payment.refund(shipping_failed(reserved.order_id), payments, POLICY),
+        lambda: payments.committed,
+    )
 
-    assert payments.committed == before
+    assert "its payment is DECLINED" in str(refusal)
+
+
+def test_a_second_refund_by_another_event_is_a_contradiction(payments: FakePayments) -> None:
+    """Refunded once: the duplicate of the refunding event re-emits the same payment.refunded,
+    another event asking for a refund is refused."""
+    reserved = inventory_reserved()
+    payment.capture(reserved, payments, POLICY)
+    failed = shipping_failed(reserved.order_id)
+    first = payment.refund(failed, payments, POLICY)
+
+    refusal = refused(
+        "refund-captured",
+        lambda: payment.refund(shipping_failed(reserved.order_id), payments, POLICY),
+        lambda: payments.committed,
+    )
+
+    assert "its payment is REFUNDED" in str(refusal)
+    assert payment.refund(failed, payments, POLICY) == first
+
+
+@pytest.mark.parametrize("customer_id", [None, 402])  # captured, declined
+def test_a_second_capture_of_an_order_is_a_contradiction(
+    payments: FakePayments, customer_id: int | None
+) -> None:
+    reserved = inventory_reserved(customer_id=customer_id)
+    first = payment.capture(reserved, payments, POLICY)
+    again = create_event(EventType.INVENTORY_RESERVED, reserved.order_id, **order_facts())
+
+    refusal = refused(
+        "capture-once",
+        lambda: payment.capture(again, payments, POLICY),
+        lambda: payments.committed,
+    )
+
+    assert "already has a payment" in str(refusal)
+    assert payment.capture(reserved, payments, POLICY) == first  # the duplicate still answers
+
+
+def test_a_capture_of_an_amount_the_lines_do_not_hold_is_a_contradiction(
+    payments: FakePayments,
+) -> None:
+    cheap = {**order_facts(items=[("SKU-1001", 2, 4_999)]), "totalCents": 1}
+    reserved = create_event(EventType.INVENTORY_RESERVED, new_id(), **cheap)
+
+    refusal = refused(
+        "capture-amount",
+        lambda: payment.capture(reserved, payments, POLICY),
+        lambda: payments.committed,
+    )
+
+    assert "totalCents 1 is not what its lines hold (9998)" in str(refusal)
+    assert payments.committed.payments == {}
 
 
 # -- shipping ------------------------------------------------------------------------------
@@ -582,6 +654,10 @@ def test_a_late_payment_does_not_undo_cancelling(order: OrderRecord, orders: Fak
 def test_track_twice_is_a_no_op_and_re_emits(
     order: OrderRecord, orders: FakeOrders, event_type: EventType
 ) -> None:
+    paid = [EventType.INVENTORY_RESERVED, EventType.PAYMENT_CAPTURED]
+    before = [] if event_type is EventType.INVENTORY_REJECTED else paid
+    track_all(orders, [saga_event(t, order) for t in before])
+
     emitted = handled_twice(
         lambda e: order_status.track(e, orders),
         saga_event(event_type, order),
@@ -589,7 +665,7 @@ def test_track_twice_is_a_no_op_and_re_emits(
     )
 
     assert len(emitted) == 1
-    assert len(orders.committed.timeline[order.order_id]) == 1
+    assert len(orders.committed.timeline[order.order_id]) == len(before) + 1
 
 
 def test_track_of_an_unknown_order_raises_and_records_nothing(orders: FakeOrders) -> None:
@@ -600,6 +676,116 @@ def test_track_of_an_unknown_order_raises_and_records_nothing(orders: FakeOrders
 
     assert orders.committed.processed == {}
     assert orders.commits == 0
+
+
+def test_a_shipment_alone_never_confirms_an_order(order: OrderRecord, orders: FakeOrders) -> None:
+    """A forged (or early) shipping.prepared is recorded; the order stays as it was."""
+    [(status, emitted)] = track_all(orders, [saga_event(EventType.SHIPPING_PREPARED, order)])
+
+    assert (status, emitted) == (OrderStatus.PENDING, [])
+    assert [s.step for s in orders.committed.timeline[order.order_id]] == ["shipping.prepared"]
+
+
+CONFIRMING = (EventType.INVENTORY_RESERVED, EventType.PAYMENT_CAPTURED, EventType.SHIPPING_PREPARED)
+
+
+@pytest.mark.parametrize("arrival", list(itertools.permutations(CONFIRMING)))
+def test_an_order_is_confirmed_once_its_facts_are_all_recorded_whatever_their_order(
+    order: OrderRecord, orders: FakeOrders, arrival: tuple[EventType, ...]
+) -> None:
+    events = [saga_event(t, order) for t in arrival]
+
+    seen = track_all(orders, events)
+
+    assert [status is OrderStatus.CONFIRMED for status, _ in seen] == [False, False, True]
+    assert [[e.type for e in emitted] for _, emitted in seen] == [
+        [], [], [EventType.ORDER_CONFIRMED]
+    ]  # fmt: skip
+    assert seen[-1][1][0].id == derived_event_id(events[-1].id, EventType.ORDER_CONFIRMED)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "contradicting"),
+    [
+        ([EventType.INVENTORY_RESERVED], EventType.INVENTORY_REJECTED),
+        ([EventType.INVENTORY_REJECTED], EventType.PAYMENT_CAPTURED),
+        ([EventType.PAYMENT_DECLINED], EventType.PAYMENT_CAPTURED),
+        ([EventType.PAYMENT_CAPTURED], EventType.PAYMENT_DECLINED),
+        ([EventType.SHIPPING_FAILED], EventType.SHIPPING_PREPARED),
+        ([EventType.SHIPPING_PREPARED], EventType.PAYMENT_REFUNDED),
+        ([EventType.SHIPPING_PREPARED], EventType.INVENTORY_RELEASED),
+        ([EventType.PAYMENT_DECLINED], EventType.SHIPPING_PREPARED),
+        # the issue's forgery: shipping.failed for a confirmed order
+        ([*CONFIRMING], EventType.SHIPPING_FAILED),
+    ],
+)
+def test_an_event_off_every_saga_path_is_a_contradiction(
+    order: OrderRecord, orders: FakeOrders, recorded: list[EventType], contradicting: EventType
+) -> None:
+    track_all(orders, [saga_event(t, order) for t in recorded])
+
+    refused(
+        "saga-path",
+        lambda: order_status.track(saga_event(contradicting, order), orders),
+        lambda: orders.committed,
+    )
+
+
+def test_a_fact_recorded_by_another_event_is_a_contradiction(
+    order: OrderRecord, orders: FakeOrders
+) -> None:
+    reserved = saga_event(EventType.INVENTORY_RESERVED, order)
+    track_all(orders, [reserved])
+
+    refused(
+        "once",
+        lambda: order_status.track(saga_event(EventType.INVENTORY_RESERVED, order), orders),
+        lambda: orders.committed,
+    )
+    assert order_status.track(reserved, orders) == []  # its duplicate is still a no-op
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [{"totalCents": 1}, {"customerId": 1}],
+)
+def test_a_capture_of_another_amount_or_customer_is_a_contradiction(
+    order: OrderRecord, orders: FakeOrders, facts: dict[str, Any]
+) -> None:
+    captured = saga_event(EventType.PAYMENT_CAPTURED, order)
+    forged = Event(captured.type, captured.id, order.order_id, {**captured.data, **facts})
+
+    refused(
+        "order-facts",
+        lambda: order_status.track(forged, orders),
+        lambda: orders.committed,
+    )
+
+
+def test_the_timeline_is_shown_in_causal_order() -> None:
+    intake = FakeIntake()
+    accepted = place_order(order_body(), None, intake, LIMITS)
+    assert accepted.event is not None
+    data = accepted.event.data
+    arrival = [
+        create_event(EventType.NOTIFICATION_SENT, accepted.order_id, template="T", streamId="1"),
+        create_event(EventType.SHIPPING_PREPARED, accepted.order_id, labelId="L"),
+        create_event(EventType.PAYMENT_CAPTURED, accepted.order_id, paymentId="P", **data),
+        create_event(EventType.INVENTORY_RESERVED, accepted.order_id, **data),
+    ]
+    for event in arrival:
+        order_status.track(event, intake.status)
+
+    view = intake.view(accepted.order_id)
+
+    assert view is not None and view["status"] == "CONFIRMED"
+    assert [s["step"] for s in view["timeline"]] == [
+        "order.created",
+        "inventory.reserved",
+        "payment.captured",
+        "shipping.prepared",
+        "notification.sent",
+    ]
 
 
 # -- notification --------------------------------------------------------------------------

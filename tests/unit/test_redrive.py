@@ -79,7 +79,7 @@ def test_poison_and_unmarked_failures_are_never_redriven_even_with_a_healthy_sin
 
 def test_a_letter_naming_no_declared_sink_is_kept_and_nothing_is_asked() -> None:
     for destination in ("http://evil.example:80/", "http://127.0.0.1:18085/", "file:///etc",
-                        "", "http://127.0.0.1:18084@evil.example/", "not a url"):  # fmt: skip
+                        "", "http://127.0.0.1:18084.evil.example/", "not a url"):  # fmt: skip
         assert _decide(destination=destination) is Verdict.KEEP, destination
     # The same origin however it is spelt.
     assert _decide(destination="HTTP://127.0.0.1:18084/any/path?q=1") is Verdict.REDRIVE

@@ -1,4 +1,4 @@
-"""The embedded local stack: real servers on 127.0.0.1, no containers.
+"""The embedded local stack: real servers on this machine (``settings.host``), no containers.
 
 ``ensure_up(settings)`` starts PostgreSQL, Redis, secantusdb (Mongo wire protocol) and a
 KRaft Kafka broker (and Prometheus when asked), each a program of the state dir's supervisord

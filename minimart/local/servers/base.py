@@ -110,7 +110,8 @@ def poll(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class ManagedServer(ABC):
-    """One server of the local stack, run as a supervised process bound to 127.0.0.1."""
+    """One server of the local stack, run as a supervised process bound to ``settings.host``
+    (127.0.0.1 unless ``MINIMART_HOST`` says otherwise)."""
 
     name: str
     start_timeout: float = 60.0
@@ -118,7 +119,7 @@ class ManagedServer(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.host = "127.0.0.1"
+        self.host = settings.host
 
     @property
     @abstractmethod

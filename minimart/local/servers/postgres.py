@@ -107,16 +107,17 @@ class Postgres(ManagedServer):
         ]
         self.run_tool(argv, "initdb")
         (self.data_dir / "pg_hba.conf").write_text(
-            "# minimart local stack: trust, loopback only\n"
+            "# minimart local stack: trust, this machine only (settings.host is one of its own)\n"
             "local all all trust\n"
             "host  all all 127.0.0.1/32 trust\n"
+            "host  all all samehost trust\n"
         )
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(f"\ninclude_if_exists = '{_CONF}'\n")
 
     def _conf(self) -> str:
         values = {
-            "listen_addresses": "'127.0.0.1'",
+            "listen_addresses": f"'{self.host}'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self._socket_dir()}'",
             **TUNING,

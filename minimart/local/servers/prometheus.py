@@ -20,7 +20,7 @@ global:
 scrape_configs:
   - job_name: prometheus
     static_configs:
-      - targets: ["127.0.0.1:{port}"]
+      - targets: ["{host}:{port}"]
 """
 
 
@@ -49,7 +49,7 @@ class Prometheus(ManagedServer):
     def prepare(self) -> None:
         path = self.config_path()
         if path == self.data_dir / "prometheus.yml":
-            path.write_text(_MINIMAL_CONFIG.format(port=self.port))
+            path.write_text(_MINIMAL_CONFIG.format(host=self.host, port=self.port))
 
     def command(self) -> list[str]:
         return [
