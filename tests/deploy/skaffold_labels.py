@@ -113,7 +113,9 @@ def transformed_kind(doc: Mapping[str, Any], allow: Mapping[Any, Filter]) -> boo
     raise UnmodelledKind(f"{key}: not modelled (skaffold visitor.go TransformAllowlist)")
 
 
-def _allowed(key: Any, navpath: str, allow: Mapping[Any, Filter], deny: Mapping[Any, Filter]):
+def _allowed(
+    key: Any, navpath: str, allow: Mapping[Any, Filter], deny: Mapping[Any, Filter]
+) -> str | None:
     """allowByNavpath: the field of the metadata mapping at navpath to set labels on, or None."""
     for denied in deny[key].labels if key in deny else ():
         if denied == EVERYWHERE:
@@ -146,7 +148,9 @@ def label(
     return out
 
 
-def _visit(key: Any, navpath: str, node: Any, labels: Mapping[str, str], allow: Any, deny: Any):
+def _visit(
+    key: Any, navpath: str, node: Any, labels: Mapping[str, str], allow: Any, deny: Any
+) -> None:
     if isinstance(node, list):
         for item in node:
             _visit(key, navpath, item, labels, allow, deny)

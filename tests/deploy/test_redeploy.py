@@ -37,7 +37,7 @@ def _render(docs: list[dict[str, Any]], run_id: str, config: dict[str, Any]) -> 
     return skaffold.label(docs, {skaffold.RUN_ID: run_id}, config)
 
 
-def _changes(docs: list[dict[str, Any]], config: dict[str, Any]) -> dict[tuple[str, ...], set]:
+def _changes(docs: list[dict[str, Any]], config: dict[str, Any]) -> dict[tuple[str, ...], set[str]]:
     """(kind, name) -> the paths two runs with different run ids apply differently."""
     first, second = _render(docs, "run-1", config), _render(docs, "run-2", config)
     changes: dict[tuple[str, ...], set[str]] = {}
