@@ -50,9 +50,16 @@ check_tools() {
   if (( major < 2 || (major == 2 && minor < ${SKAFFOLD_MINIMUM#2.}) )); then
     die "skaffold $version cannot read skaffold.yaml (skaffold/v4beta14): install skaffold >= $SKAFFOLD_MINIMUM"
   fi
-  # kind-config.yaml's node image is built for this kind release; others may not run it.
-  if ! kind version | grep -q "^kind v${KIND_RELEASE}\b"; then
-    echo "kind-up: warning: $(kind version) is not kind v${KIND_RELEASE}, the release the node image of kind-config.yaml is built for" >&2
+  # kind-config.yaml's node image is built for this kind release: an older kind may not run a
+  # Kubernetes 1.35 node at all; a newer one runs it on a best-effort basis (kind's release
+  # notes), so it is only told.
+  local kind_version kind_minor
+  kind_version="$(kind version | awk '{print $2}')"
+  IFS=. read -r _ kind_minor _ <<<"${kind_version#v}"
+  if (( kind_minor < ${KIND_RELEASE#0.} )); then
+    die "kind $kind_version is older than v${KIND_RELEASE}, the release the node image of kind-config.yaml is built for: install kind v${KIND_RELEASE}.0 or later"
+  elif (( kind_minor > ${KIND_RELEASE#0.} )); then
+    echo "kind-up: note: kind $kind_version runs the node image of kind v${KIND_RELEASE} (kind-config.yaml) on a best-effort basis" >&2
   fi
 }
 

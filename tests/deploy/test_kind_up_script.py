@@ -20,14 +20,16 @@ SCRIPT = PROJECT_ROOT / "scripts" / "kind-up.sh"
 STUB = """#!/usr/bin/env bash
 echo "{name} $*" >> "$KIND_UP_LOG"
 case "{name} $*" in
-  "kind version") echo "kind v0.31.0 go1.25.5 linux/amd64" ;;
+  "kind version") echo "kind $KIND_STUB_VERSION go1.25.5 linux/amd64" ;;
   "skaffold version") echo "$SKAFFOLD_STUB_VERSION" ;;
   *"get ksvc order"*) echo "http://order.minimart.localhost" ;;
 esac
 """
 
 
-def _run(tmp_path: Path, *args: str, skaffold: str = "v2.24.0") -> tuple[int, str, list[str]]:
+def _run(
+    tmp_path: Path, *args: str, skaffold: str = "v2.24.0", kind: str = "v0.31.0"
+) -> tuple[int, str, list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("docker", "kind", "kubectl", "skaffold"):
@@ -41,6 +43,7 @@ def _run(tmp_path: Path, *args: str, skaffold: str = "v2.24.0") -> tuple[int, st
         "HOME": str(tmp_path),
         "KIND_UP_LOG": str(log),
         "SKAFFOLD_STUB_VERSION": skaffold,
+        "KIND_STUB_VERSION": kind,
     }
     result = subprocess.run(
         ["bash", str(SCRIPT), *args],
@@ -105,3 +108,15 @@ def test_a_skaffold_too_old_for_skaffold_yaml_stops_it(tmp_path: Path, version: 
     assert code != 0
     assert f"skaffold {version} cannot read skaffold.yaml" in output
     assert not any("kind create" in c for c in calls)
+
+
+def test_a_kind_older_than_the_node_images_stops_it_a_newer_one_is_told(tmp_path: Path) -> None:
+    code, output, calls = _run(tmp_path, kind="v0.25.0")
+    assert code != 0
+    assert "kind v0.25.0 is older than v0.31" in output
+    assert not any("kind create" in c for c in calls)
+    code, output, _ = _run(tmp_path, kind="v0.33.0")
+    assert code == 0, output
+    assert "best-effort" in output
+    code, output, _ = _run(tmp_path, kind="v0.31.0")
+    assert code == 0 and "best-effort" not in output and "older" not in output
