@@ -3,7 +3,9 @@
 A model, written from skaffold's source at the version docs/deploy.md asks for (v2.24.0), of
 the one transform that decides whether a redeploy restarts anything: before applying, the
 kubectl deployer sets its labels (``skaffold.dev/run-id=<a new uuid per run>``) on the
-manifests (``pkg/skaffold/deploy/kubectl/kubectl.go``, ``manifests.SetLabels``):
+manifests (``pkg/skaffold/deploy/kubectl/kubectl.go``, ``manifests.SetLabels``; the kustomize
+renderer does the same with the same lists, ``BaseTransform`` in
+``pkg/skaffold/render/renderer/util/util.go``):
 
 - only kinds of the allowlist are visited (``TransformAllowlist`` in
   ``pkg/skaffold/kubernetes/manifest/visitor.go``); a kind whose filter says ``labels: [".*"]``
