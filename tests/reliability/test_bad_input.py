@@ -442,7 +442,7 @@ SECRET_PATTERNS = {
 
 # Throwaway credentials of the local kind cluster, declared as such in the file itself
 # (docs/deploy.md); any other finding fails.
-DEV_ONLY = {"k8s/config/dev-secrets.env"}
+DEV_ONLY = {"k8s/infra/dev-secrets.env"}
 
 
 def test_no_secret_is_committed() -> None:
