@@ -68,25 +68,26 @@ def _attribute_text(value: object) -> str:
 
 
 def _structured(body: bytes) -> HttpEvent:
+    """A structured-mode request's event; unreadable if it is no JSON object, or if its
+    members cannot be held as text and bytes (a lone surrogate, nesting too deep to write)."""
     try:
         document = json.loads(body)
-    except (ValueError, RecursionError):
-        return HttpEvent(readable=False, data=body)
-    if not isinstance(document, dict):
-        return HttpEvent(readable=False, data=body)
-    attributes = {
-        str(k): _attribute_text(v) for k, v in document.items() if k not in STRUCTURED_DATA
-    }
-    if isinstance(document.get("data_base64"), str):
-        try:
+        if not isinstance(document, dict):
+            return HttpEvent(readable=False, data=body)
+        attributes = {
+            str(k): _attribute_text(v) for k, v in document.items() if k not in STRUCTURED_DATA
+        }
+        if isinstance(document.get("data_base64"), str):
             data = base64.b64decode(document["data_base64"], validate=True)
-        except (binascii.Error, ValueError):
-            return HttpEvent(attributes, body, readable=False)
-    elif "data" in document:
-        value = document["data"]
-        data = value.encode() if isinstance(value, str) else json.dumps(value).encode()
-    else:
-        data = b""
+        elif "data" in document:
+            value = document["data"]
+            data = (value if isinstance(value, str) else json.dumps(value)).encode()
+        else:
+            data = b""
+        for text in attributes.values():
+            text.encode()  # a lone surrogate cannot go on as a header or a record
+    except (ValueError, RecursionError, binascii.Error):  # UnicodeError is a ValueError
+        return HttpEvent(readable=False, data=body)
     return HttpEvent(attributes, data)
 
 
