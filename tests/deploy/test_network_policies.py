@@ -19,6 +19,7 @@ import pytest
 
 from tests.deploy import kube
 from tests.deploy.netpol import Pod, Port, admits, selects, table
+from tests.deploy.test_secrets import EXPECTED as CREDENTIALS
 
 NAMESPACE = "minimart"
 
@@ -385,3 +386,21 @@ def test_expressions_ranges_and_protocols() -> None:
     assert not _ok([udp], CLIENT, 80)
     everyone = _policy({"podSelector": {}, "ingress": [{}]})
     assert _ok([everyone], REMOTE, 9000)
+
+
+def test_a_store_admits_exactly_the_functions_that_hold_its_credentials() -> None:
+    """The two designs agree: the network reaches a store from the functions that own it
+    (EXPECTED here), the same functions that get its credentials (test_secrets.EXPECTED)."""
+    store_keys = {
+        "minimart/postgres": {
+            "MINIMART_ORDERS_DB_PASSWORD",
+            "MINIMART_INVENTORY_DB_PASSWORD",
+            "MINIMART_PAYMENTS_DB_PASSWORD",
+        },
+        "minimart/mongo": {"MINIMART_SHIPPING_MONGO_PASSWORD"},
+        "minimart/redis": {"REDIS_PASSWORD"},
+    }
+    for store, keys in store_keys.items():
+        holders = {f"{NAMESPACE}/{f}" for f in FUNCTIONS if CREDENTIALS[f] & keys}
+        (admitted,) = EXPECTED[store].values()
+        assert set(admitted) == holders, store
