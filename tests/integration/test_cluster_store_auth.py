@@ -167,7 +167,7 @@ def test_a_client_without_the_password_is_refused(postgres: tuple[int, dict[str,
         with pytest.raises(psycopg.OperationalError, match="password"):
             _connect(port, user, DATABASES[0], None).close()
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-            _connect(port, user, DATABASES[0], "minimart-dev").close()
+            _connect(port, user, DATABASES[0], secrets.token_hex(24)).close()
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def test_redis_refuses_a_client_without_the_password(redis_port: tuple[int, str]
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=port).ping()
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host="127.0.0.1", port=port, password="minimart-dev").ping()
+        redis.Redis(host="127.0.0.1", port=port, password=secrets.token_hex(24)).ping()
     assert redis.Redis(host="127.0.0.1", port=port, password=password).ping()
 
 
