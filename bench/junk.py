@@ -105,9 +105,14 @@ def huge_number(rng: random.Random, event_type: EventType) -> Junk:
 
 
 def nul_and_odd_unicode(rng: random.Random, event_type: EventType) -> Junk:
-    odd = rng.choice(["\\u0000", "\\ud800", "\\udfff", "\u0000", "\u202e", "\\uffff"])
-    value = (f'{{"orderId": "{uuid.uuid4()}", "customerId": 1, "reason": "x{odd}y", '
-             f'"items": [{{"sku": "S{odd}", "quantity": 1, "unitPriceCents": 1}}]}}')  # fmt: skip
+    """Text no store takes (NUL, a lone surrogate), beside legal but odd text (a
+    right-to-left override, a noncharacter), or bytes that are no UTF-8."""
+    refused = rng.choice(["\\u0000", "\\ud800", "\\udfff", "\u0000"])
+    odd = rng.choice(["\u202e", "\\uffff", "\u200b", ""])
+    line = f'{{"sku": "S{refused}", "quantity": 1, "unitPriceCents": 1}}'
+    value = (f'{{"orderId": "{uuid.uuid4()}", "customerId": 1, "reason": "x{odd}{refused}y", '
+             f'"template": "OrderConfirmed", "streamId": "1-{odd}{refused}", "totalCents": 1, '
+             f'"items": [{line}]}}')  # fmt: skip
     if rng.random() < 0.3:
         return Junk("invalid utf-8", _ce(event_type.value, rng), value.encode() + b"\xff\xfe\xc0")
     return Junk("NUL or odd unicode", _ce(event_type.value, rng), value.encode())
@@ -170,7 +175,8 @@ def structured_garbage(rng: random.Random, event_type: EventType) -> Junk:
     return Junk("structured, not an object", [("content-type", STRUCTURED)], value)
 
 
-KINDS: tuple[Callable[[random.Random, EventType], Junk], ...] = (
+Kind = Callable[[random.Random, EventType], Junk]
+KINDS: tuple[Kind, ...] = (
     raw_bytes, random_headers, schema_breaking, deep_nesting, huge_number, nul_and_odd_unicode,
     wrong_content_type, oversized, unknown_type, bad_envelope, structured_invalid,
     structured_garbage,

@@ -38,8 +38,9 @@ STRUCTURED_CONTENT_TYPE = "application/cloudevents"
 STRUCTURED_DATA = ("data", "data_base64")
 _TRACE_HEADERS = ("traceparent", "tracestate")
 _NOT_EXTENSION_CHARS = re.compile(r"[^a-z0-9]")
-_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,64}$")  # CloudEvents: lower-case alphanumerics
-_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
+# Matched with fullmatch: "$" would also match before a final newline.
+_ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,64}")  # CloudEvents: lower-case alphanumerics
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 
 
 # -- HTTP requests ---------------------------------------------------------------------------
@@ -197,12 +198,12 @@ class OutgoingEvent:
         headers = {
             f"ce-{name}": http_header_value(v)
             for name, v in self.attributes.items()
-            if _ATTRIBUTE_NAME.match(name)
+            if _ATTRIBUTE_NAME.fullmatch(name)
         }
-        if self.content_type is not None and _HEADER_VALUE.match(self.content_type):
+        if self.content_type is not None and _HEADER_VALUE.fullmatch(self.content_type):
             headers["Content-Type"] = self.content_type
         for name, value in self.trace.items():
-            if _HEADER_VALUE.match(value):
+            if _HEADER_VALUE.fullmatch(value):
                 headers[name] = value
         return headers
 
@@ -220,12 +221,12 @@ def _text(raw: bytes | None) -> str:
 
 # CloudEvents HTTP binding 3.1.3.2: a header value percent-encodes space, `"`, `%` and every
 # character outside printable ASCII (as UTF-8 octets); everything else goes as is.
-_HEADER_SAFE = re.compile(r"^[\x21\x23\x24\x26-\x7e]*$")
+_HEADER_SAFE = re.compile(r"[\x21\x23\x24\x26-\x7e]*")
 
 
 def http_header_value(value: str) -> str:
     """A CloudEvents HTTP header value, percent-encoded as the HTTP binding requires."""
-    if _HEADER_SAFE.match(value):
+    if _HEADER_SAFE.fullmatch(value):
         return value
     out = []
     for char in value:

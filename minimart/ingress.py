@@ -63,7 +63,7 @@ def create_order(request: flask.Request, c: Container) -> flask.Response:
     if unsafe is not None:
         return problem(400, "unsupported-json", "Unsupported JSON", unsafe)
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
         return problem(
             400,
             "invalid-idempotency-key",

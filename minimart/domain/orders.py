@@ -119,7 +119,7 @@ def _validate_lines(raw: Any, limits: OrderLimits, errors: list[FieldError]) -> 
             errors.append(FieldError(f"{where}/{unknown[0]}", "unknown field"))
         sku: Any = item.get("sku")
         quantity: Any = item.get("quantity")
-        if not isinstance(sku, str) or not _SKU.match(sku):
+        if not isinstance(sku, str) or not _SKU.fullmatch(sku):
             errors.append(FieldError(f"{where}/sku", "must be a SKU such as 'SKU-42'"))
             continue
         if not _is_int(quantity) or not 1 <= quantity <= limits.max_quantity_per_line:
@@ -149,7 +149,7 @@ def _validate_address(raw: Any, errors: list[FieldError]) -> dict[str, str]:
             errors.append(FieldError(f"/shippingAddress/{key}", "must be a string (<= 200)"))
         else:
             address[key] = value
-    if not _COUNTRY.match(address.get("country", "")):
+    if not _COUNTRY.fullmatch(address.get("country", "")):
         errors.append(FieldError("/shippingAddress/country", "must be an ISO 3166 code, e.g. US"))
     return address
 

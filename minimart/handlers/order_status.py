@@ -24,8 +24,14 @@ def _detail(event: Event) -> dict[str, Any]:
 OnFinal = Callable[[OrderStatus, str | None, datetime | None], None]
 
 
-class UnknownOrder(LookupError):
-    """An event names an order this service never accepted (retried, then dead-lettered)."""
+class UnknownOrder(Contradiction):
+    """An event names an order this service never accepted: refused as poison (400). The
+    ingress commits an order before any event of it can exist (the outbox), in this very
+    database, so no event can arrive early; one that names no order is forged or broken, and
+    retrying it would only hold its partition (and redrive it back) for nothing."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__("unknown-order", f"order {order_id} does not exist")
 
 
 def track(event: Event, uow: OrderUnitOfWork, on_final: OnFinal | None = None) -> list[Event]:
@@ -42,7 +48,7 @@ def track(event: Event, uow: OrderUnitOfWork, on_final: OnFinal | None = None) -
         if done is not None:
             return done
         if order is None:
-            raise UnknownOrder(f"order {event.order_id} does not exist")
+            raise UnknownOrder(event.order_id)
         try:
             check_order_facts(order.customer_id, order.total_cents, event.data)
             facts = recorded(order.facts, event.type)

@@ -35,7 +35,7 @@ def reason_code(reason: str | None) -> str:
     if not reason:
         return NO_REASON
     code = reason.split(":", 1)[0].strip().lower().replace(" ", "_").replace("-", "_")
-    return code if _REASON_CODE.match(code) else OTHER_REASON
+    return code if _REASON_CODE.fullmatch(code) else OTHER_REASON
 
 
 def record_saga_outcome(status: str, reason: str | None, created_at: datetime | None) -> None:
