@@ -167,12 +167,12 @@ def publish_structured(settings: Settings, event: Event, source: str) -> None:
 def test_dead_letters_listed_with_reason_and_redriven_after_the_fix(
     running_stack: Settings, client: OrderClient
 ) -> None:
-    """An event for an order order-status does not know yet is retried, then dead-lettered,
-    in binary mode (``ce_*`` headers) and in structured mode (the attributes inside the JSON
-    value) alike: each is listed with its type, code and reason. Once the order exists (the
-    fix), re-driving completes the saga and the books balance (a re-driven dead letter is
-    resolved). Both modes run side by side: the retry budget is waited out once. (The redrive
-    function may re-drive these transient failures by itself too; either way is idempotent.)"""
+    """An event for an order order-status does not know is refused (400 unknown-order) and
+    dead-lettered at once, in binary mode (``ce_*`` headers) and in structured mode (the
+    attributes inside the JSON value) alike: each is listed with its type, code and reason.
+    Once the order exists (the fix), re-driving by hand (`minimart redrive`: the redrive
+    function never re-drives poison) completes the saga and the books balance (a re-driven
+    dead letter is resolved)."""
     cases = {}
     for mode in ("binary", "structured"):
         order_id, _, records = rebased_fixture(running_stack, "saga-confirmed")
@@ -201,12 +201,12 @@ def test_dead_letters_listed_with_reason_and_redriven_after_the_fix(
     for mode, (_, rejected) in cases.items():
         letter = dead[mode]
         assert letter.record.structured == (mode == "structured"), letter
-        assert letter.code == "500", letter
+        assert letter.code == "400", letter
         assert letter.event_type == EventType.INVENTORY_REJECTED.value
         assert letter.destination.endswith(f":{port}/")
         assert letter.original_topic == EventType.INVENTORY_REJECTED.topic
         assert letter.order_id == rejected.order_id
-        assert "HTTP 500 from" in letter.reason
+        assert "HTTP 400 from" in letter.reason and "unknown-order" in letter.reason
 
     for created, _ in cases.values():
         seed_order(running_stack, created)  # the fix: the order exists now
@@ -223,7 +223,6 @@ def test_dead_letters_listed_with_reason_and_redriven_after_the_fix(
             return order["status"] == "CANCELLED" and {
                 "inventory.rejected", "notification.sent"} <= steps  # fmt: skip
 
-        # A copy the redrive function sent back before the fix may be in its retries ahead.
         eventually(cancelled, timeout=within, what=f"the re-driven event handled ({mode})")
         order = client.get(rejected.order_id)
         assert order["reason"] == f"insufficient_stock: re-drive test ({mode})"
