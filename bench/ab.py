@@ -19,7 +19,13 @@ load on a shared one), so a change is shown as a ratio measured in one run on on
    * half the working tree's measured capacity: end-to-end p50/p99 there;
    * (working tree only) the transport floor at that rate (bench/floor.py);
 4. every figure is reported as head / base: the ratio of the means, with the range of the
-   per-round ratios as its spread; ``bench/ab.json`` keeps every value.
+   per-round ratios as its spread; ``bench/ab.json`` keeps every value;
+5. the whole of 3-4 runs ``--runs`` times (2 by default) on the same warm stacks: a figure is
+   reported as a result only when the runs agree (their per-round ranges overlap); otherwise
+   it is marked as not replicated, with every run's ratio kept;
+6. every measurement records the machine's load from outside the two stacks
+   (bench/outside.py: other processes' CPU and the hypervisor's steal); a run is called idle
+   only when every one of its measurements was.
 
 Both stacks stay up between measurements (idle, they cost little); the machine's load average
 is recorded with each measurement.
@@ -46,6 +52,7 @@ from bench import cpu as cpu_mod
 from bench import load
 from bench import run as bench_run
 from bench.measure import measure_rate
+from bench.outside import OutsideLoad
 from minimart.local.servers import process
 from minimart.settings import PROJECT_ROOT, Settings
 
@@ -210,6 +217,17 @@ def fresh_up(side: Side) -> None:
 # -- one measurement ---------------------------------------------------------------------------
 
 
+def measure_with_outside(
+    side: Side, everything: Sequence[cpu_mod.Component], rate: float, seconds: float, drain: float
+) -> dict[str, Any]:
+    """``measure_rate`` on ``side``, with the load from outside both stacks meanwhile."""
+    outside = OutsideLoad(everything)
+    outside.start()
+    measured = measure_rate(side.label, side.settings, side.components, rate, seconds, drain)
+    measured["outside"] = outside.stop()
+    return measured
+
+
 def measure_floor(side: Side, rate: float, seconds: float) -> dict[str, Any]:
     """The transport floor on the working tree's stack (bench/floor.py) at ``rate``."""
     floor: dict[str, Any] = bench_run.run_floor(side.settings, [rate], seconds)[str(int(rate))]
@@ -290,7 +308,30 @@ def ratios(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+def replicated(tables: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per figure: each run's ratio and range, whether the runs agree (every two per-round
+    ranges overlap), and the ratio as a result (the mean of the runs' ratios) only if so."""
+    out: dict[str, Any] = {}
+    for figure in tables[0]:
+        rows = [table.get(figure, {}) for table in tables]
+        ratios_ = [row.get("ratio") for row in rows]
+        ranges = [row.get("ratio_range") for row in rows]
+        spans = [r for r in ranges if r is not None]
+        known = all(r is not None for r in ratios_) and len(spans) == len(ranges)
+        agree = known and max(r[0] for r in spans) <= min(r[1] for r in spans)
+        out[figure] = {
+            "base_mean": _mean([row["base_mean"] for row in rows if row.get("base_mean")]),
+            "head_mean": _mean([row["head_mean"] for row in rows if row.get("head_mean")]),
+            "ratio_by_run": ratios_,
+            "range_by_run": ranges,
+            "agree": agree,
+            "ratio": _mean([r for r in ratios_ if r is not None]) if agree else None,
+        }
+    return out
+
+
 def verdicts(table: Mapping[str, Any], floor_p50: list[float]) -> dict[str, Any]:
+    """The targets, on the figures that replicated (a figure that did not is not met)."""
     out: dict[str, Any] = {}
     for figure, (how, bound) in TARGETS.items():
         ratio = table[figure]["ratio"]
@@ -317,14 +358,16 @@ def verdicts(table: Mapping[str, Any], floor_p50: list[float]) -> dict[str, Any]
 
 def print_table(table: Mapping[str, Any], checks: Mapping[str, Any]) -> None:
     width = max(len(k) for k in table)
-    print(f"{'figure':<{width}}  {'base':>10}  {'head':>10}  {'head/base':>9}  per-round range")
+    print(f"{'figure':<{width}}  {'base':>10}  {'head':>10}  {'head/base':>9}  runs (range)")
     for figure, row in table.items():
-        spread = row["ratio_range"]
-        spread_text = f"{spread[0]:.2f}..{spread[1]:.2f}" if spread else "-"
-        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
+        runs = "  ".join(
+            f"{r:.2f} ({g[0]:.2f}..{g[1]:.2f})" if r is not None and g else "-"
+            for r, g in zip(row["ratio_by_run"], row["range_by_run"], strict=True)
+        )
+        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "not replicated"
         print(
             f"{figure:<{width}}  {row['base_mean'] or '-':>10}  {row['head_mean'] or '-':>10}"
-            f"  {ratio:>9}  {spread_text}"
+            f"  {ratio:>9}  {runs}"
         )
     print()
     for name, check in checks.items():
@@ -338,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
     parser.add_argument("--base", required=True, help="git revision to compare against")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side (>= 2)")
+    parser.add_argument("--runs", type=int, default=2, help="whole A/Bs that must agree (>= 2)")
     parser.add_argument("--rate", type=float, default=10.0, help="the fixed rate (orders/s)")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--over-rate", type=float, default=80.0, help="above either capacity")
@@ -351,8 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave both stacks running")
     parser.add_argument("--out", default=str(HERE / "ab.json"))
     args = parser.parse_args(argv)
-    if args.rounds < 2:
-        parser.error("--rounds must be at least 2")
+    if args.rounds < 2 or args.runs < 2:
+        parser.error("--rounds and --runs must be at least 2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
 
@@ -373,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     log.info("A/B %s: base %s vs head %s", info, revisions["base"], revisions["head"])
     sides = {"head": head, "base": base}
-    rounds: list[dict[str, dict[str, Any]]] = []
+    everything = [*head.components, *base.components]
+    runs: list[list[dict[str, dict[str, Any]]]] = []
     floor_p50: list[float] = []
     floors: list[dict[str, Any]] = []
     try:
@@ -382,28 +427,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         for side in sides.values():
             log.info("%s: warming up (%.0f s)", side.label, args.warm_up)
             load.warm_up(side.settings, seconds=args.warm_up)
-        capacity: float | None = None
-        for number in range(args.rounds):
-            order = ("head", "base") if number % 2 == 0 else ("base", "head")
-            this: dict[str, dict[str, Any]] = {}
-            for label in order:
-                side = sides[label]
-                at = (side.label, side.settings, side.components)
-                low = measure_rate(*at, args.rate, args.seconds, 60)
-                over = measure_rate(*at, args.over_rate, args.over_seconds, 300)
-                if label == "head":
-                    capacity = over["throughput_orders_per_s"]
-                half_rate = round(
-                    max(1.0, (capacity or over["throughput_orders_per_s"] or args.rate) / 2)
-                )
-                half = measure_rate(*at, half_rate, args.half_seconds, 300)
-                this[label] = {"low": low, "over": over, "half": half}
-                if label == "head":
-                    floor = measure_floor(side, half_rate, args.floor_seconds)
-                    floors.append({"rate": half_rate, **floor})
-                    if floor.get("p50") is not None:
-                        floor_p50.append(float(floor["p50"]))
-            rounds.append(this)
+        for run in range(args.runs):
+            log.info("run %d of %d", run + 1, args.runs)
+            rounds: list[dict[str, dict[str, Any]]] = []
+            capacity: float | None = None
+            for number in range(args.rounds):
+                order = ("head", "base") if number % 2 == 0 else ("base", "head")
+                this: dict[str, dict[str, Any]] = {}
+                for label in order:
+                    side = sides[label]
+                    low = measure_with_outside(side, everything, args.rate, args.seconds, 60)
+                    over = measure_with_outside(
+                        side, everything, args.over_rate, args.over_seconds, 300
+                    )
+                    if label == "head":
+                        capacity = over["throughput_orders_per_s"]
+                    half_rate = round(
+                        max(1.0, (capacity or over["throughput_orders_per_s"] or args.rate) / 2)
+                    )
+                    half = measure_with_outside(side, everything, half_rate, args.half_seconds, 300)
+                    this[label] = {"low": low, "over": over, "half": half}
+                    if label == "head":
+                        floor = measure_floor(side, half_rate, args.floor_seconds)
+                        floors.append({"run": run, "rate": half_rate, **floor})
+                        if floor.get("p50") is not None:
+                            floor_p50.append(float(floor["p50"]))
+                rounds.append(this)
+            runs.append(rounds)
     finally:
         if not args.keep:
             for side in sides.values():
@@ -411,25 +461,46 @@ def main(argv: Sequence[str] | None = None) -> int:
                     side.run("-m", "minimart.local", "down")
                 except Exception as exc:  # report, and stop the other one still
                     log.warning("%s: down failed: %s", side.label, exc)
-    table = ratios(rounds)
+    tables = [ratios(rounds) for rounds in runs]
+    table = replicated(tables)
     checks = verdicts(table, floor_p50)
+    outside = [
+        m["outside"]
+        for rounds in runs
+        for r in rounds
+        for side in r.values()
+        for m in side.values()
+    ]
     results = {
         "date": started.isoformat(timespec="seconds"),
         "machine": info,
         "revisions": revisions,
-        "noise": "a shared machine: see machine.loadavg_at_start and each measurement's "
-        "loadavg_1m; the per-round ranges are the spread",
+        "idle": all(o["idle"] for o in outside),
+        "outside_cpu_pct_of_a_core_max": max(o["outside_cpu_pct_of_a_core"] or 0 for o in outside),
+        "steal_pct_max": max(o["steal_pct"] or 0 for o in outside),
+        "noise": "each measurement's outside.* is the CPU other processes took and the steal "
+        "(bench/outside.py); idle only if every measurement was",
         "settings": {
             k: getattr(args, k)
-            for k in ("rounds", "rate", "seconds", "over_rate", "over_seconds", "half_seconds")
+            for k in (
+                "rounds",
+                "runs",
+                "rate",
+                "seconds",
+                "over_rate",
+                "over_seconds",
+                "half_seconds",
+            )
         },
         "ratios": table,
         "targets": checks,
         "floor": floors,
-        "rounds": rounds,
+        "runs": [{"ratios": t, "rounds": r} for t, r in zip(tables, runs, strict=True)],
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print_table(table, checks)
+    print(f"\nidle: {results['idle']} (outside CPU max {results['outside_cpu_pct_of_a_core_max']}%"
+          f" of a core, steal max {results['steal_pct_max']}%)")  # fmt: skip
     log.info("wrote %s", args.out)
     return 0
 

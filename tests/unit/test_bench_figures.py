@@ -80,3 +80,37 @@ def test_throughput_counts_every_completed_order_from_the_first_post_to_the_last
 
     assert throughput(done, started_at=100.0) == pytest.approx(0.3)  # 3 orders in 10 s
     assert throughput([], started_at=100.0) is None
+
+
+def _row(ratio: float, low: float, high: float) -> dict[str, Any]:
+    return {"base_mean": 10.0, "head_mean": 10.0 * ratio, "ratio": ratio,
+            "ratio_range": [low, high]}  # fmt: skip
+
+
+def test_a_figure_is_a_result_only_when_the_runs_agree() -> None:
+    first = {"cpu": _row(0.80, 0.75, 0.85), "p99": _row(0.90, 0.88, 0.92)}
+    second = {"cpu": _row(0.83, 0.81, 0.86), "p99": _row(1.10, 1.05, 1.15)}
+
+    table = ab.replicated([first, second])
+
+    assert table["cpu"]["agree"] and table["cpu"]["ratio"] == pytest.approx(0.815)
+    assert not table["p99"]["agree"] and table["p99"]["ratio"] is None
+    assert table["p99"]["ratio_by_run"] == [0.90, 1.10]  # both kept
+
+
+def test_a_figure_missing_in_one_run_did_not_replicate() -> None:
+    first = {"cpu": _row(0.80, 0.75, 0.85)}
+    second = {"cpu": {"base_mean": None, "head_mean": None, "ratio": None, "ratio_range": None}}
+
+    assert ab.replicated([first, second])["cpu"]["ratio"] is None
+
+
+def test_a_window_is_idle_only_with_little_outside_cpu_and_steal() -> None:
+    from bench.outside import verdict
+
+    quiet = verdict(busy_s=20.0, steal_s=0.1, total_s=40.0, measured_s=19.5, wall_s=20.0)
+    assert quiet["idle"] and quiet["outside_cpu_pct_of_a_core"] == 2.5
+    busy = verdict(busy_s=30.0, steal_s=0.1, total_s=40.0, measured_s=19.5, wall_s=20.0)
+    assert not busy["idle"] and busy["outside_cpu_pct_of_a_core"] == 52.5  # a neighbour
+    stolen = verdict(busy_s=20.0, steal_s=2.0, total_s=40.0, measured_s=19.5, wall_s=20.0)
+    assert not stolen["idle"] and stolen["steal_pct"] == 5.0
