@@ -41,8 +41,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import TopicPartition
-
 from bench import junk, load
 from bench.run import machine, summary
 from minimart import kafka_clients
@@ -213,14 +211,7 @@ class JunkProducer:
 
 
 def _dead_letter_ends(settings: Settings) -> dict[str, int]:
-    consumer = kafka_clients.consumer(settings.kafka_bootstrap, group_id=None)
-    try:
-        parts = [TopicPartition(t, p) for t in DEAD_LETTER_TOPICS
-                 for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
-        ends = consumer.end_offsets(parts)
-        return {t: sum(n for tp, n in ends.items() if tp.topic == t) for t in DEAD_LETTER_TOPICS}
-    finally:
-        consumer.close()
+    return replay.end_offsets(settings, DEAD_LETTER_TOPICS)
 
 
 def _redrive_caught_up(settings: Settings, timeout_s: float) -> bool:

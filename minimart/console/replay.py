@@ -178,6 +178,18 @@ def read_topics(
         consumer.close()
 
 
+def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
+    """Each topic's end offset summed over its partitions: how many records it ever held."""
+    consumer = kafka_clients.consumer(settings.kafka_bootstrap, group_id=None)
+    try:
+        parts = [TopicPartition(t, p) for t in topics
+                 for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
+        ends = consumer.end_offsets(parts)
+        return {t: sum(n for tp, n in ends.items() if tp.topic == t) for t in topics}
+    finally:
+        consumer.close()
+
+
 def record(
     settings: Settings,
     topics: Sequence[str] = SAGA_TOPICS,

@@ -27,11 +27,10 @@ import hypothesis
 import pytest
 import requests
 from hypothesis import strategies as st
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import junk
-from minimart import kafka_clients
 from minimart.catalog import DEAD_LETTER_TOPIC, DEAD_LETTER_TOPICS, PARKED_TOPIC, EventType
 from minimart.console import replay
 from minimart.console.client import OrderClient
@@ -51,17 +50,6 @@ class Sent:
     kind: str
     topic: str
     partition: int
-
-
-def _end_offsets(settings: Settings, topics: tuple[str, ...]) -> dict[str, int]:
-    consumer = kafka_clients.consumer(settings.kafka_bootstrap, group_id=None)
-    try:
-        parts = [TopicPartition(t, p) for t in topics
-                 for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
-        ends = consumer.end_offsets(parts)
-        return {t: sum(n for tp, n in ends.items() if tp.topic == t) for t in topics}
-    finally:
-        consumer.close()
 
 
 def _retries(plan: stack.StackPlan) -> int:
@@ -126,7 +114,7 @@ def test_every_bad_record_is_one_dead_letter_and_nothing_loops(
                 readers.setdefault(topic, []).append(source.name)
     sinks = {d.source.name: d.sink_url for d in plan.dispatchers}
     wait_drained(settings, timeout=120)
-    ends_before = _end_offsets(settings, DEAD_LETTER_TOPICS)
+    ends_before = replay.end_offsets(settings, DEAD_LETTER_TOPICS)
     retries_before = _retries(plan)
 
     sku, none_left = new_sku(settings, stock=1_000), new_sku(settings, stock=0)
@@ -170,7 +158,7 @@ def test_every_bad_record_is_one_dead_letter_and_nothing_loops(
     assert _retries(plan) == retries_before, "a bad record was retried (a 5xx or no answer)"
 
     # Nothing loops: the dead-letter topics hold exactly the letters made, and no more.
-    ends_after = _end_offsets(settings, DEAD_LETTER_TOPICS)
+    ends_after = replay.end_offsets(settings, DEAD_LETTER_TOPICS)
     assert ends_after[DEAD_LETTER_TOPIC] - ends_before[DEAD_LETTER_TOPIC] == len(letters)
     assert ends_after[PARKED_TOPIC] == ends_before[PARKED_TOPIC]
 
