@@ -173,7 +173,8 @@ def fake_stack(sup: FakeSupervisor | None = None, plan: StackPlan | None = None)
     plan = plan or small_plan()
     return Stack(
         SETTINGS, plan=plan, supervisor=sup, servers=FakeServers(sup),
-        probe=FakeProbe(sup, plan), code=lambda: "c0de", ready_timeout_s=0.2, poll_s=0.001,
+        probe=FakeProbe(sup, plan), code=lambda: "c0de", issuer=lambda: False,
+        ready_timeout_s=0.2, poll_s=0.001,
     )  # fmt: skip
 
 
