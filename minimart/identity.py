@@ -240,10 +240,13 @@ class Verifier:
             raise _forbidden(f"token not meant for {audience}") from None
         except jwt.InvalidTokenError as exc:
             raise _unauthenticated(f"invalid token: {exc}") from None
+        expiry = float(claims["exp"]) + LEEWAY_S
+        if self._clock() >= expiry:  # this verifier's clock (the cache's) has the last word
+            raise _unauthenticated("token expired")
         subject = claims["sub"]
         if subject not in self._policy.subjects.get(service, ()):
             raise _forbidden(f"{subject} may not deliver to {service}")
-        return float(claims["exp"]) + LEEWAY_S
+        return expiry
 
 
 def www_authenticate(refused: Refused) -> str:
