@@ -135,7 +135,7 @@ class Container:
         """Checks who delivers to this function: the issuer's keys (fetched on first use,
         then cached), this function's audience and the subjects its settings allow."""
         s = self.settings
-        keys = identity.JwksKeys(identity.jwks_fetcher(s.oidc_jwks, s.oidc_jwks_token_file,
+        keys = identity.JwksKeys(identity.jwks_fetcher(s.oidc_jwks, s.oidc_jwks_bearer_file,
                                                        s.oidc_ca_file))  # fmt: skip
         subjects = {s.service_name: identity.parse_subjects(s.oidc_subjects)}
         return identity.Verifier(keys, identity.Policy(s.oidc_issuer, subjects))

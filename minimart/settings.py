@@ -111,7 +111,7 @@ class Settings:
     oidc_issuer: str = setting("MINIMART_OIDC_ISSUER", "minimart-local-issuer")
     oidc_jwks: str = setting("MINIMART_OIDC_JWKS", "")
     oidc_subjects: str = setting("MINIMART_OIDC_SUBJECTS", "")
-    oidc_jwks_token_file: str = setting("MINIMART_OIDC_JWKS_TOKEN_FILE", "")
+    oidc_jwks_bearer_file: str = setting("MINIMART_OIDC_JWKS_BEARER_FILE", "")
     oidc_ca_file: str = setting("MINIMART_OIDC_CA_FILE", "")
     # Knative sets K_SERVICE in every function's container.
     service_name: str = setting("MINIMART_SERVICE_NAME", "minimart", fallbacks=("K_SERVICE",))
