@@ -204,10 +204,11 @@ class Verifier:
                 return
         expiry = self._check(service, authorization)
         verified = self._verified
-        if len(verified) >= self._max_cached:
+        if len(verified) >= self._max_cached:  # expired ones out (list(): one atomic copy)
             now = self._clock()
-            for header in [h for h, (until, _) in verified.items() if until <= now]:
-                del verified[header]
+            for header, (until, _) in list(verified.items()):
+                if until <= now:
+                    verified.pop(header, None)
             if len(verified) >= self._max_cached:
                 verified.clear()
         verified[authorization] = (expiry, service)  # type: ignore[index]

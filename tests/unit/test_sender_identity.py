@@ -331,3 +331,19 @@ def test_the_dispatcher_sends_its_token_and_a_refusal_is_dead_lettered_at_once(
         assert letters.letters == [("dlq", {"knativeerrordest": deliverer.sink_url,
                                             "knativeerrorcode": str(status),
                                             "knativeerrordata": ""})]  # fmt: skip
+
+
+def test_the_cache_stays_bounded_and_keeps_serving() -> None:
+    now = [time.time()]
+    keys = CountingKeys()
+    policy = identity.Policy(tokens.ISSUER, {"payment": frozenset(tokens.senders()["payment"])})
+    check = identity.Verifier(keys, policy, clock=lambda: now[0], max_cached=3)
+    headers = [tokens.bearer("payment", lifetime_s=10 + i, issued_at=now[0]) for i in range(5)]
+
+    for header in headers:
+        check.verify("payment", header)
+    now[0] += 10 + identity.LEEWAY_S  # the first has expired: evicted, not the others
+    check.verify("payment", headers[4])
+    check.verify("payment", headers[3])
+
+    assert keys.lookups == 5
