@@ -38,4 +38,6 @@ COPY functions/${FUNCTION}/ functions/${FUNCTION}/
 # Numeric user, so Kubernetes can verify runAsNonRoot.
 USER 10001:10001
 EXPOSE 8080
-CMD ["sh", "-c", "exec functions-framework --target handle --source \"functions/${MINIMART_FUNCTION}/main.py\" --signature-type \"${MINIMART_SIGNATURE}\" --host 0.0.0.0 --port 8080"]
+# functions-framework's server as its command line runs it, without gunicorn's control socket
+# (it would go to $HOME, /nonexistent here: minimart/serve.py).
+CMD ["sh", "-c", "exec python -m minimart.serve --target handle --source \"functions/${MINIMART_FUNCTION}/main.py\" --signature-type \"${MINIMART_SIGNATURE}\" --host 0.0.0.0 --port 8080"]

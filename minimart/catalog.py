@@ -18,6 +18,16 @@ import fastjsonschema
 import jsonschema
 from cloudevents.http import CloudEvent
 
+from minimart.limits import (
+    BIGINT_MAX,
+    MAX_CUSTOMER_ID,
+    MAX_LINE_QUANTITY,
+    MAX_ORDER_LINES,
+    SAFE_TEXT_PATTERN,
+    clip,
+    unsafe_text,
+)
+
 SOURCE_PREFIX = "/minimart"
 DEAD_LETTER_TOPIC = "minimart.deadletter"
 # Where the source that reads DEAD_LETTER_TOPIC (redrive-source) dead-letters what it gives up
@@ -64,15 +74,31 @@ class EventType(StrEnum):
 
 ALL_TOPICS: tuple[str, ...] = (*(t.topic for t in EventType), *DEAD_LETTER_TOPICS)
 
+# Every bound fits the stores (minimart.limits): integers within PostgreSQL's bigint, strings
+# without NUL or lone surrogates and of a bounded length, arrays of a bounded count.
+# (Strings and keys that no schema names are checked by ``parse`` with ``unsafe_text``.)
 _ORDER_ID = {"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36}
-_MONEY = {"type": "integer", "minimum": 0}
-_REASON = {"type": "string", "minLength": 1, "maxLength": 500}
+_MONEY = {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX}
+_CUSTOMER_ID = {"type": "integer", "minimum": 1, "maximum": MAX_CUSTOMER_ID}
+
+
+def _text(max_length: int, min_length: int = 0) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": min_length,
+        "maxLength": max_length,
+        "pattern": SAFE_TEXT_PATTERN,
+    }
+
+
+_REASON = _text(500, min_length=1)
+_ID_TEXT = _text(200, min_length=1)  # payment, label and stream ids, template names
 _LINE = {
     "type": "object",
     "required": ["sku", "quantity", "unitPriceCents"],
     "properties": {
-        "sku": {"type": "string", "minLength": 1, "maxLength": 64},
-        "quantity": {"type": "integer", "minimum": 1},
+        "sku": _text(64, min_length=1),
+        "quantity": {"type": "integer", "minimum": 1, "maximum": MAX_LINE_QUANTITY},
         "unitPriceCents": _MONEY,
     },
 }
@@ -80,17 +106,17 @@ _ADDRESS = {
     "type": "object",
     "required": ["country"],
     "properties": {
-        "name": {"type": "string"},
-        "line1": {"type": "string"},
-        "city": {"type": "string"},
-        "postalCode": {"type": "string"},
-        "country": {"type": "string", "minLength": 2, "maxLength": 2},
+        "name": _text(200),
+        "line1": _text(200),
+        "city": _text(200),
+        "postalCode": _text(200),
+        "country": {"type": "string", "minLength": 2, "maxLength": 2, "pattern": "^[A-Z]{2}$"},
     },
 }
 _ORDER_FACTS = {
     "orderId": _ORDER_ID,
-    "customerId": {"type": "integer", "minimum": 1},
-    "items": {"type": "array", "minItems": 1, "items": _LINE},
+    "customerId": _CUSTOMER_ID,
+    "items": {"type": "array", "minItems": 1, "maxItems": MAX_ORDER_LINES, "items": _LINE},
     "totalCents": _MONEY,
     "shippingAddress": _ADDRESS,
 }
@@ -112,7 +138,7 @@ SCHEMAS: Mapping[EventType, dict[str, Any]] = {
     EventType.INVENTORY_REJECTED: _schema(["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON),
     EventType.INVENTORY_RELEASED: _schema(["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON),
     EventType.PAYMENT_CAPTURED: _schema(
-        [*_ORDER_FACTS_REQUIRED, "paymentId"], paymentId={"type": "string"}, **_ORDER_FACTS
+        [*_ORDER_FACTS_REQUIRED, "paymentId"], paymentId=_ID_TEXT, **_ORDER_FACTS
     ),
     EventType.PAYMENT_DECLINED: _schema(
         ["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON, amountCents=_MONEY
@@ -124,26 +150,26 @@ SCHEMAS: Mapping[EventType, dict[str, Any]] = {
         amountCents=_MONEY,
     ),
     EventType.SHIPPING_PREPARED: _schema(
-        ["orderId", "labelId"], orderId=_ORDER_ID, labelId={"type": "string"}
+        ["orderId", "labelId"], orderId=_ORDER_ID, labelId=_ID_TEXT
     ),
     EventType.SHIPPING_FAILED: _schema(["orderId", "reason"], orderId=_ORDER_ID, reason=_REASON),
     EventType.ORDER_CONFIRMED: _schema(
         ["orderId", "customerId"],
         orderId=_ORDER_ID,
-        customerId={"type": "integer"},
+        customerId=_CUSTOMER_ID,
         totalCents=_MONEY,
     ),
     EventType.ORDER_CANCELLED: _schema(
         ["orderId", "customerId", "reason"],
         orderId=_ORDER_ID,
-        customerId={"type": "integer"},
+        customerId=_CUSTOMER_ID,
         reason=_REASON,
     ),
     EventType.NOTIFICATION_SENT: _schema(
         ["orderId", "template", "streamId"],
         orderId=_ORDER_ID,
-        template={"type": "string"},
-        streamId={"type": "string"},
+        template=_ID_TEXT,
+        streamId=_ID_TEXT,
     ),
 }
 
@@ -169,6 +195,11 @@ _VALIDATORS = {
     event_type: jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
     for event_type, schema in SCHEMAS.items()
 }
+
+
+# An event id is a primary-key column of every step's processed_events (a btree index takes
+# ~2,700 bytes a row): ids of the saga are uuids, a producer's may be longer, not unbounded.
+MAX_EVENT_ID_CHARS = 256
 
 
 class InvalidEvent(ValueError):
@@ -237,7 +268,13 @@ def parse(cloud_event: CloudEvent) -> Event:
     try:
         event_type = EventType(str(attributes.get("type")))
     except ValueError as exc:
-        raise InvalidEvent(f"unknown event type {attributes.get('type')!r}") from exc
+        raise InvalidEvent(clip(f"unknown event type {attributes.get('type')!r}")) from exc
+    event_id = attributes["id"]  # a non-empty string (envelope_problem)
+    if len(event_id) > MAX_EVENT_ID_CHARS or unsafe_text(event_id):
+        raise InvalidEvent(
+            f"{event_type.short}: the id must be at most {MAX_EVENT_ID_CHARS} characters, "
+            "without NUL or lone surrogates"
+        )
     data = cloud_event.get_data()
     if not isinstance(data, Mapping):
         raise InvalidEvent(f"{event_type.short}: data must be a JSON object")
@@ -248,11 +285,14 @@ def parse(cloud_event: CloudEvent) -> Event:
         if errors:
             first = errors[0]
             where = "/".join(str(p) for p in first.path) or "(root)"
-            raise InvalidEvent(f"{event_type.short}: {where}: {first.message}") from None
+            raise InvalidEvent(clip(f"{event_type.short}: {where}: {first.message}")) from None
     problem = order_id_problem(attributes, data["orderId"])
     if problem is not None:
         raise InvalidEvent(f"{event_type.short}: {problem}")
-    return Event(type=event_type, id=attributes["id"], order_id=data["orderId"], data=data)
+    unsafe = unsafe_text(data)  # also the keys and values no schema names
+    if unsafe is not None:
+        raise InvalidEvent(clip(f"{event_type.short}: {unsafe}"))
+    return Event(type=event_type, id=event_id, order_id=data["orderId"], data=data)
 
 
 def derived_event_id(cause_id: str, event_type: EventType) -> str:

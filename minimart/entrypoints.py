@@ -115,7 +115,7 @@ def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
             tracing.EVENT_ID: str(attributes.get("id", "")),
             tracing.EVENT_TYPE: event_type,
             tracing.EVENT_SOURCE: str(attributes.get("source", "")),
-            tracing.ORDER_ID: str(attributes.get("subject") or ""),
+            tracing.ORDER_ID: binding.order_id_of(attributes, None) or "",
         },
     ) as span:
         outcome = "error"

@@ -14,10 +14,10 @@ from prometheus_client import Counter, Histogram
 from minimart.bootstrap import Container
 from minimart.domain.orders import InvalidOrder
 from minimart.handlers.orders import IdempotencyConflict, place_order
+from minimart.limits import clip, unsafe_text
 from minimart.observability import tracing
 from minimart.problems import problem
 
-MAX_BODY_BYTES = 64 * 1024
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 HTTP_REQUESTS = Counter(
@@ -52,15 +52,16 @@ def create_order(request: flask.Request, c: Container) -> flask.Response:
             "Unsupported Media Type",
             "send the order as Content-Type: application/json",
         )
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        return problem(413, "too-large", "Content Too Large", f"at most {MAX_BODY_BYTES} bytes")
-    raw = request.stream.read(MAX_BODY_BYTES + 1)  # bounded, even for a chunked body
-    if len(raw) > MAX_BODY_BYTES:
-        return problem(413, "too-large", "Content Too Large", f"at most {MAX_BODY_BYTES} bytes")
+    # At most Settings.max_request_bytes, nested at most MAX_JSON_DEPTH (minimart.bounds).
+    raw = request.get_data()
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return problem(400, "malformed-json", "Malformed JSON", f"the body is not JSON: {exc}")
+    except ValueError as exc:  # and UnicodeDecodeError; an integer of over 4,300 digits
+        detail = clip(f"the body is not JSON: {exc}")
+        return problem(400, "malformed-json", "Malformed JSON", detail)
+    unsafe = unsafe_text(body)
+    if unsafe is not None:
+        return problem(400, "unsupported-json", "Unsupported JSON", unsafe)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
         return problem(

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from minimart.limits import MAX_LINE_QUANTITY, MAX_ORDER_LINES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,6 +49,18 @@ def _float(key: str, raw: str) -> float:
         return float(raw)
     except ValueError as exc:
         raise SettingsError(f"{key} must be a number, got {raw!r}") from exc
+
+
+def _count_upto(ceiling: int) -> Parser:
+    """An integer from 1 to ``ceiling`` (a bound the code relies on, see minimart.limits)."""
+
+    def parse(key: str, raw: str) -> int:
+        value = _int(key, raw)
+        if not 1 <= value <= ceiling:
+            raise SettingsError(f"{key} must be from 1 to {ceiling}, got {value}")
+        return value
+
+    return parse
 
 
 def _rate(key: str, raw: str) -> float:
@@ -94,8 +108,20 @@ class Settings:
     payment_decline_rate: float = setting("MINIMART_PAYMENT_DECLINE_RATE", 0.0, _rate)
     shipping_failure_rate: float = setting("MINIMART_SHIPPING_FAILURE_RATE", 0.0, _rate)
     default_credit_limit_cents: int = setting("MINIMART_DEFAULT_CREDIT_LIMIT_CENTS", 100_000, _int)
-    max_items_per_order: int = setting("MINIMART_MAX_ITEMS_PER_ORDER", 50, _int)
-    max_quantity_per_line: int = setting("MINIMART_MAX_QUANTITY_PER_LINE", 1_000, _int)
+    max_items_per_order: int = setting(
+        "MINIMART_MAX_ITEMS_PER_ORDER", 50, _count_upto(MAX_ORDER_LINES)
+    )
+    max_quantity_per_line: int = setting(
+        "MINIMART_MAX_QUANTITY_PER_LINE", 1_000, _count_upto(MAX_LINE_QUANTITY)
+    )
+    # Body limits (minimart.bounds; a 413 above them, before the body is read). The largest
+    # order the API takes at the default 50 lines (64-character SKUs, every address field
+    # full of escaped non-ASCII) is ~10 KiB of JSON: 64 KiB leaves 6x room (raise it with
+    # max_items_per_order). The largest event, a structured payment.captured at the ceiling
+    # of MAX_ORDER_LINES lines, is ~140 KiB: 256 KiB fits it, is far below Kafka's default
+    # 1 MiB record and bounds a function's memory per request (x 8 gunicorn threads).
+    max_request_bytes: int = setting("MINIMART_MAX_REQUEST_BYTES", 64 * 1024, _count_upto(2**30))
+    max_event_bytes: int = setting("MINIMART_MAX_EVENT_BYTES", 256 * 1024, _count_upto(2**30))
     otlp_endpoint: str = setting("OTEL_EXPORTER_OTLP_ENDPOINT", "")
     trace_file: str = setting("MINIMART_TRACE_FILE", "")
     # Share of orders traced (decided once, where the order enters; every hop follows it).

@@ -1,7 +1,7 @@
 # Deploying to a kind cluster with Knative (docs/deploy.md). Included by the Makefile.
 PYTHON ?= .venv/bin/python
 
-.PHONY: kind-up kind-down deploy validate-manifests
+.PHONY: kind-up kind-down deploy validate-manifests topics-job images images-stop test-images
 
 kind-up:  ## create the kind cluster, install Knative + the Kafka source/sink, deploy minimart
 	bash scripts/kind-up.sh
@@ -14,3 +14,15 @@ deploy:  ## rebuild the images, redeploy to the kind cluster of `make kind-up`, 
 
 validate-manifests:  ## validate k8s/, eventing/, skaffold.yaml, kind-config.yaml offline (Knative's own code included; needs Go)
 	$(PYTHON) -m pytest tests/deploy -q
+
+topics-job:  ## rename the Job of k8s/jobs/create-topics.yaml after its spec and eventing/topics.yaml (run after changing either)
+	$(PYTHON) scripts/name_topics_job.py
+
+images:  ## build every function's image here: own dockerd (no bridge, no iptables), debootstrap base, Dockerfile
+	bash scripts/images.sh build
+
+images-stop:  ## remove the containers and stop the dockerd of `make images`
+	bash scripts/images.sh stop
+
+test-images:  ## an order through the images run with their pods' security settings, against the local stack (slow)
+	$(PYTHON) -m pytest tests/e2e/test_images.py -m slow -q

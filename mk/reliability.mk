@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 CHECK_ARGS ?=
 
-.PHONY: check reliability soak soak-short fuzz
+.PHONY: check reliability soak soak-short fuzz fuzz-edges
 
 check:  ## check the books of everything in the running stack (orders, stock, money, ...)
 	$(PYTHON) -m minimart.local check --wait 30 $(CHECK_ARGS)
@@ -15,6 +15,11 @@ FUZZ_RECORDS ?= 600
 
 fuzz: up  ## the poison fuzz suite, long: FUZZ_RECORDS bad records onto the saga topics beside real orders
 	$(PYTHON) -m pytest tests/reliability/test_poison_fuzz.py -q -p no:randomly --fuzz-records $(FUZZ_RECORDS)
+
+FUZZ_EXAMPLES ?= 1500
+
+fuzz-edges:  ## random bodies at every function and the order API in-process, long (no stack): never a 5xx
+	MINIMART_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTHON) -m pytest tests/unit/test_edge_fuzz.py -q -m slow
 
 SOAK_ARGS ?=
 

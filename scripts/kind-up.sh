@@ -2,32 +2,33 @@
 # Create the kind cluster "minimart" (kind-config.yaml: one node, a pinned node image), install
 # Knative Serving + Kourier, Knative Eventing and the Kafka source/sink (eventing-kafka-broker)
 # at pinned releases, configure them from k8s/knative/, apply the observability stack
-# (k8s/observability: collector, Jaeger, Prometheus, Grafana), build and deploy minimart with
-# skaffold, then wait until the order Service, its Route, the dead-letter KafkaSink and every
+# (k8s/observability: collector, Jaeger, Prometheus, Grafana) and the stores (k8s/infra), build
+# and deploy minimart with skaffold, then wait until the order Service, its Route, the dead-letter KafkaSink and every
 # KafkaSource are Ready and print how to reach the order ingress.
 #   bash scripts/kind-up.sh          everything (re-running it is safe: all is applied
 #                                    idempotently and an existing cluster is reused)
 #   bash scripts/kind-up.sh deploy   only rebuild, redeploy and wait (`make deploy`)
-# Needs: docker (running), kind, kubectl, skaffold >= 2.15. See docs/deploy.md.
+# Needs: docker (running), kind, kubectl, skaffold >= 2.19. See docs/deploy.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLUSTER_NAME="${CLUSTER_NAME:-minimart}"
 CONTEXT="kind-${CLUSTER_NAME}"
-# The newest patch release of the knative-v1.16 line of each component (net-kourier has no
-# patch release of it); docs/deploy.md says why this line. Bump them together.
-KNATIVE_SERVING_VERSION="${KNATIVE_SERVING_VERSION:-knative-v1.16.3}"
-KNATIVE_KOURIER_VERSION="${KNATIVE_KOURIER_VERSION:-knative-v1.16.0}"
-KNATIVE_EVENTING_VERSION="${KNATIVE_EVENTING_VERSION:-knative-v1.16.7}"
-KNATIVE_KAFKA_VERSION="${KNATIVE_KAFKA_VERSION:-knative-v1.16.3}"
-# skaffold.yaml's apiVersion skaffold/v4beta13 is read by skaffold 2.15 and later only.
-SKAFFOLD_MINIMUM="2.15"
-KIND_RELEASE="0.25"
+# knative-v1.23.0 of each component: the newest line whose parts all exist at one version and
+# whose Go modules the module proxy serves (tests/knative-check runs that exact release);
+# docs/deploy.md says why. Bump them together, with tests/knative-check/go.mod.
+KNATIVE_SERVING_VERSION="${KNATIVE_SERVING_VERSION:-knative-v1.23.0}"
+KNATIVE_KOURIER_VERSION="${KNATIVE_KOURIER_VERSION:-knative-v1.23.0}"
+KNATIVE_EVENTING_VERSION="${KNATIVE_EVENTING_VERSION:-knative-v1.23.0}"
+KNATIVE_KAFKA_VERSION="${KNATIVE_KAFKA_VERSION:-knative-v1.23.0}"
+# skaffold.yaml's apiVersion skaffold/v4beta14 is read by skaffold 2.19 and later only.
+SKAFFOLD_MINIMUM="2.19"
+KIND_RELEASE="0.31"
 # Kourier's HTTP port as kind-config.yaml publishes it on the host.
 INGRESS="http://127.0.0.1:8080"
 
 SERVING="https://github.com/knative/serving/releases/download/${KNATIVE_SERVING_VERSION}"
-KOURIER="https://github.com/knative/net-kourier/releases/download/${KNATIVE_KOURIER_VERSION}"
+KOURIER="https://github.com/knative-extensions/net-kourier/releases/download/${KNATIVE_KOURIER_VERSION}"
 EVENTING="https://github.com/knative/eventing/releases/download/${KNATIVE_EVENTING_VERSION}"
 KAFKA="https://github.com/knative-extensions/eventing-kafka-broker/releases/download/${KNATIVE_KAFKA_VERSION}"
 
@@ -47,11 +48,18 @@ check_tools() {
   version="$(skaffold version)"
   IFS=. read -r major minor _ <<<"${version#v}"
   if (( major < 2 || (major == 2 && minor < ${SKAFFOLD_MINIMUM#2.}) )); then
-    die "skaffold $version cannot read skaffold.yaml (skaffold/v4beta13): install skaffold >= $SKAFFOLD_MINIMUM"
+    die "skaffold $version cannot read skaffold.yaml (skaffold/v4beta14): install skaffold >= $SKAFFOLD_MINIMUM"
   fi
-  # kind-config.yaml's node image is built for this kind release; others may not run it.
-  if ! kind version | grep -q "^kind v${KIND_RELEASE}\b"; then
-    echo "kind-up: warning: $(kind version) is not kind v${KIND_RELEASE}, the release the node image of kind-config.yaml is built for" >&2
+  # kind-config.yaml's node image is built for this kind release: an older kind may not run a
+  # Kubernetes 1.35 node at all; a newer one runs it on a best-effort basis (kind's release
+  # notes), so it is only told.
+  local kind_version kind_minor
+  kind_version="$(kind version | awk '{print $2}')"
+  IFS=. read -r _ kind_minor _ <<<"${kind_version#v}"
+  if (( kind_minor < ${KIND_RELEASE#0.} )); then
+    die "kind $kind_version is older than v${KIND_RELEASE}, the release the node image of kind-config.yaml is built for: install kind v${KIND_RELEASE}.0 or later"
+  elif (( kind_minor > ${KIND_RELEASE#0.} )); then
+    echo "kind-up: note: kind $kind_version runs the node image of kind v${KIND_RELEASE} (kind-config.yaml) on a best-effort basis" >&2
   fi
 }
 
@@ -104,13 +112,19 @@ install_observability() {
   k apply -k k8s/observability
 }
 
+# The namespace and the stores (Kafka, PostgreSQL, MongoDB, Redis, their Secret): applied here,
+# never by skaffold, so a redeploy does not restart them and the end of `skaffold dev` does not
+# delete them (docs/deploy.md, "Redeploys"). Re-applying an unchanged kustomization changes nothing.
+install_stores() {
+  log "namespace minimart and the stores (k8s/infra)"
+  k apply -k k8s/infra
+}
+
 deploy_minimart() {
   log "building and deploying minimart (skaffold run -p local-kind)"
   kubectl config use-context "$CONTEXT" >/dev/null
-  # skaffold labels every pod template with a new skaffold.dev/run-id on each run, and a Job's
-  # template is immutable: re-applying create-topics would be refused, so the last one goes
-  # first (the new one creates only the topics that are missing).
-  k delete job create-topics --namespace minimart --ignore-not-found
+  # The Job that creates the topics is named after its spec and the topics (k8s/jobs/): an
+  # unchanged one is left as it is, a changed one is a new Job, so nothing is deleted first.
   skaffold run -p local-kind --default-repo=kind.local --kube-context "$CONTEXT"
 }
 
@@ -150,11 +164,13 @@ case "${1:-all}" in
     create_cluster
     install_knative
     install_observability
+    install_stores
     deploy_minimart
     wait_minimart
     wait_deployments observability
     ;;
   deploy)
+    install_stores
     deploy_minimart
     wait_minimart
     ;;

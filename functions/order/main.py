@@ -5,12 +5,14 @@ import time
 import flask
 import functions_framework
 
+from minimart.bounds import API, install_bounds
 from minimart.entrypoints import container_of, install_operational_routes
 from minimart.ingress import HTTP_REQUESTS, HTTP_SECONDS, route
 from minimart.observability import tracing
 
 SERVICE = "order"
 install_operational_routes(flask.current_app, SERVICE)
+install_bounds(flask.current_app, SERVICE, API)
 
 
 @functions_framework.http

@@ -8,10 +8,12 @@ from typing import Any
 import flask
 import functions_framework
 
+from minimart.bounds import DEAD_LETTERS, install_bounds
 from minimart.entrypoints import handle_dead_letter, install_operational_routes
 
 SERVICE = "redrive"
 install_operational_routes(flask.current_app, SERVICE)
+install_bounds(flask.current_app, SERVICE, DEAD_LETTERS)
 
 
 @functions_framework.http

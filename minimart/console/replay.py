@@ -28,14 +28,18 @@ import urllib3
 from kafka import KafkaProducer, TopicPartition
 
 from minimart import identity, kafka_clients
+from minimart.binding import (
+    STRUCTURED_CONTENT_TYPE,
+    STRUCTURED_DATA,
+    KafkaRecord,
+    order_id_of,
+    to_event,
+)
 from minimart.catalog import DEAD_LETTER_TOPICS, ERROR_EXTENSIONS, PARKED_TOPIC, EventType
-from minimart.local.delivery import STRUCTURED_CONTENT_TYPE, KafkaRecord, to_event
 from minimart.settings import Settings
 
 SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)
 _HTML_PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.S)
-# Members of a structured-mode event that are its data, not attributes.
-_STRUCTURED_DATA = ("data", "data_base64")
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class RecordedEvent(KafkaRecord):
         if not self.structured:
             return self.header(f"ce_{name}")
         value = self._document().get(name)
-        return None if value is None or name in _STRUCTURED_DATA else str(value)
+        return None if value is None or name in STRUCTURED_DATA else str(value)
 
     def without_attributes(self, names: Collection[str]) -> RecordedEvent:
         """This record without the attributes ``names``, in its own mode (not yet produced)."""
@@ -326,11 +330,10 @@ class DeadLetter:
 
 
 def _order_id_of(rec: RecordedEvent) -> str | None:
-    for name in ("partitionkey", "subject", "key"):
-        value = rec.attribute(name)
-        if value:
-            return value
-    return None if rec.key is None else rec.key.decode("utf-8", errors="replace")
+    """The binding's rule; a wrapped record (no CloudEvent) names its key in ``key``."""
+    subject = rec.attribute("subject") or rec.attribute("key") or ""
+    return order_id_of({"partitionkey": rec.attribute("partitionkey") or "", "subject": subject},
+                       rec.key)  # fmt: skip
 
 
 def dead_letter(rec: RecordedEvent) -> DeadLetter:

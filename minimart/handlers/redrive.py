@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from minimart.binding import order_id_of
 from minimart.catalog import ERROR_EXTENSIONS, REDRIVES_EXTENSION, EventType
 
 MAX_REDRIVES = 3
@@ -118,7 +119,7 @@ def redriven(letter: DeadLetter, topic: str) -> Record:
     headers = [(f"ce_{name}", value.encode()) for name, value in attributes.items()]
     if "datacontenttype" in letter.attributes:
         headers.append(("content-type", letter.attributes["datacontenttype"].encode()))
-    key = letter.attributes.get("partitionkey") or letter.attributes.get("subject")
+    key = order_id_of(letter.attributes, None)
     return Record(topic, key.encode() if key else None, letter.data, tuple(headers))
 
 

@@ -1,11 +1,11 @@
 """How a KafkaSource hands one Kafka record to its sink, as Knative's dispatcher does.
 
-A record becomes a binary-mode CloudEvent HTTP request (``ce_*`` record headers become
-``ce-*`` HTTP headers, their values percent-encoded as the HTTP binding 3.1.3.2 requires; the
-value is the body). A record that is not a CloudEvent is wrapped (type
-``dev.knative.kafka.event``). Failed deliveries are retried with the source's backoff; when
-retries are exhausted, or the sink answers a non-retryable status, the event goes to the
-dead-letter topic with the ``knativeerror*`` extensions, so the partition keeps flowing.
+A record becomes a CloudEvent HTTP request by the bindings of ``minimart.binding`` (a record
+that is not a CloudEvent is wrapped, as Knative does). This module is the transport: the HTTP
+client, the retries and the dead-letter producer. Failed deliveries are retried with the
+source's backoff; when retries are exhausted, or the sink answers a non-retryable status, the
+event goes to the dead-letter topic with the ``knativeerror*`` extensions, so the partition
+keeps flowing.
 ``Deliverer.deliver`` returns a ``DeliveryResult`` (outcome, attempts, status): the metrics
 (``observe``) and tracing (traced_delivery.py) read that one answer.
 """
@@ -13,16 +13,13 @@ dead-letter topic with the ``knativeerror*`` extensions, so the partition keeps 
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import re
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -30,21 +27,15 @@ from urllib.parse import urlsplit
 import httptools
 from prometheus_client import Counter, Histogram
 
+from minimart.binding import OutgoingEvent, Record, to_event
 from minimart.catalog import ERROR_EXTENSIONS
 from minimart.manifests import KafkaSourceSpec
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "minimart"
-WRAPPED_EVENT_TYPE = "dev.knative.kafka.event"
-STRUCTURED_CONTENT_TYPE = "application/cloudevents"
 RETRYABLE_STATUSES = frozenset({404, 408, 409, 429})
 ERROR_DATA_MAX_BYTES = 4096
 DEAD_LETTER_TIMEOUT_S = 10.0
-_TRACE_HEADERS = ("traceparent", "tracestate")
-_NOT_EXTENSION_CHARS = re.compile(r"[^a-z0-9]")
-_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,64}$")  # CloudEvents: lower-case alphanumerics
-_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
 
 DELIVERIES = Counter(
     "minimart_dispatcher_deliveries",
@@ -67,39 +58,6 @@ class Outcome(StrEnum):
     INTERRUPTED = "interrupted"  # stopped (revoked, shutting down) before an outcome
 
 
-class Record(Protocol):
-    """The fields of a kafka-python ``ConsumerRecord`` that delivery uses."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def timestamp(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Iterable[tuple[str, bytes | None]]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaRecord:
-    """A Kafka record: what a dispatcher consumed, or what the console recorded or loaded
-    (``console.replay.RecordedEvent`` adds what the console reads from it)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes | None]] = ()
-
-
 @dataclass(frozen=True)
 class Attempt:
     """The result of one HTTP attempt: a status (0 if none came back) and what was said."""
@@ -115,141 +73,6 @@ class Attempt:
     @property
     def retryable(self) -> bool:
         return self.status == 0 or self.status >= 500 or self.status in RETRYABLE_STATUSES
-
-
-@dataclass(frozen=True)
-class OutgoingEvent:
-    """A record as a CloudEvent: ``ce_*`` attributes, content type, trace, body.
-
-    Binary mode normally; a record already in structured mode (``application/cloudevents+json``
-    and no ``ce_`` headers) is passed through as is.
-    """
-
-    attributes: Mapping[str, str]
-    content_type: str | None
-    trace: Mapping[str, str]
-    key: bytes | None
-    body: bytes
-    structured: bool = False
-
-    def with_extensions(
-        self, extensions: Mapping[str, str], dropping: Iterable[str] = ()
-    ) -> OutgoingEvent:
-        """This event with more extension attributes (inside the JSON when structured), and
-        without the attributes ``dropping``."""
-        dropped = set(dropping)
-        if not self.structured:
-            kept = {k: v for k, v in self.attributes.items() if k not in dropped}
-            return replace(self, attributes={**kept, **extensions})
-        try:
-            document = json.loads(self.body)
-        except (ValueError, RecursionError):
-            document = None
-        if not isinstance(document, dict):
-            return replace(self, attributes={**self.attributes, **extensions})
-        kept = {k: v for k, v in document.items() if k not in dropped}
-        body = json.dumps({**kept, **extensions}).encode()
-        return replace(self, body=body)
-
-    def http_headers(self) -> dict[str, str]:
-        """The request's headers; a name that is no token, or a value that would break the
-        request's framing (CR, LF, other controls), coming from a record is left out."""
-        headers = {
-            f"ce-{name}": _http_header_value(v)
-            for name, v in self.attributes.items()
-            if _ATTRIBUTE_NAME.match(name)
-        }
-        if self.content_type is not None and _HEADER_VALUE.match(self.content_type):
-            headers["Content-Type"] = self.content_type
-        for name, value in self.trace.items():
-            if _HEADER_VALUE.match(value):
-                headers[name] = value
-        return headers
-
-    def kafka_headers(self) -> list[tuple[str, bytes]]:
-        headers = [(f"ce_{name}", v.encode()) for name, v in self.attributes.items()]
-        if self.content_type is not None:
-            headers.append(("content-type", self.content_type.encode()))
-        headers.extend((name, v.encode()) for name, v in self.trace.items())
-        return headers
-
-
-def _text(raw: bytes | None) -> str:
-    return (raw or b"").decode("utf-8", errors="replace")
-
-
-# CloudEvents HTTP binding 3.1.3.2: a header value percent-encodes space, `"`, `%` and every
-# character outside printable ASCII (as UTF-8 octets); everything else goes as is.
-_HEADER_SAFE = re.compile(r"^[\x21\x23\x24\x26-\x7e]*$")
-
-
-def _http_header_value(value: str) -> str:
-    """A CloudEvents HTTP header value, percent-encoded as the HTTP binding requires."""
-    if _HEADER_SAFE.match(value):
-        return value
-    out = []
-    for char in value:
-        if "!" <= char <= "~" and char not in '"%':
-            out.append(char)
-        else:
-            out.extend(f"%{byte:02X}" for byte in char.encode())
-    return "".join(out)
-
-
-def wrapped_source(source_name: str, topic: str) -> str:
-    return f"/apis/v1/namespaces/{NAMESPACE}/kafkasources/{source_name}#{topic}"
-
-
-def _json_object(body: bytes) -> bool:
-    """Whether ``body`` is a JSON object (only asked of the rare structured-mode record)."""
-    try:
-        return isinstance(json.loads(body), dict)
-    except (ValueError, RecursionError):
-        return False
-
-
-def to_event(source_name: str, record: Record) -> OutgoingEvent:
-    """The CloudEvent a record stands for; records without ``ce_specversion`` are wrapped."""
-    attributes: dict[str, str] = {}
-    other: dict[str, str] = {}
-    content_type: str | None = None
-    trace: dict[str, str] = {}
-    for name, raw in record.headers or ():
-        lowered = name.lower()
-        if lowered.startswith("ce_"):
-            attributes[lowered[3:]] = _text(raw)
-        elif lowered == "content-type":
-            content_type = _text(raw)
-        elif lowered in _TRACE_HEADERS:
-            trace[lowered] = _text(raw)
-        else:
-            other[lowered] = _text(raw)
-    body = record.value or b""
-    if "specversion" in attributes:
-        return OutgoingEvent(attributes, content_type, trace, record.key, body)
-    if content_type is not None and content_type.startswith(STRUCTURED_CONTENT_TYPE):
-        if _json_object(body):
-            return OutgoingEvent({}, content_type, trace, record.key, body, structured=True)
-        # Says structured, but is no JSON object: no CloudEvent, so wrapped like one (and
-        # its dead letter can carry the knativeerror* extensions as headers).
-        other["content-type"], content_type = content_type, None
-    wrapped = {
-        "specversion": "1.0",
-        "id": f"partition:{record.partition}/offset:{record.offset}",
-        "source": wrapped_source(source_name, record.topic),
-        "type": WRAPPED_EVENT_TYPE,
-    }
-    if record.timestamp is not None and record.timestamp >= 0:
-        moment = datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
-        wrapped["time"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if record.key is not None:
-        try:
-            wrapped["key"] = record.key.decode("utf-8")
-        except UnicodeDecodeError:
-            wrapped["key"] = base64.b64encode(record.key).decode("ascii")
-    for name, value in other.items():
-        wrapped["kafkaheader" + _NOT_EXTENSION_CHARS.sub("", name)] = value
-    return OutgoingEvent(wrapped, content_type, trace, record.key, body)
 
 
 def error_data(body: bytes) -> str:

@@ -55,12 +55,12 @@ from confluent_kafka import (
 from prometheus_client import Gauge, start_http_server
 
 from minimart import identity
+from minimart.binding import KafkaRecord
 from minimart.kafka_clients import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
 from minimart.local.delivery import (
     Deliverer,
     DeliveryResult,
     KafkaDeadLetterSink,
-    KafkaRecord,
     observe,
 )
 from minimart.local.delivery_spans import DeliverySpans, open_spans

@@ -16,14 +16,13 @@ from dataclasses import replace
 
 from opentelemetry.trace import SpanKind
 
+from minimart.binding import OutgoingEvent, Record
 from minimart.local.delivery import (
     Attempt,
     DeadLetterSink,
     Deliverer,
     DeliveryResult,
     Outcome,
-    OutgoingEvent,
-    Record,
     SinkConnection,
 )
 from minimart.local.delivery_spans import DeliverySpan, DeliverySpans

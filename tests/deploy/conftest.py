@@ -24,19 +24,21 @@ def manifests() -> list[kube.Manifest]:
 
 @pytest.fixture(scope="session")
 def builds() -> dict[Path, kube.Build]:
-    """The build of every kustomization root a deploy applies (k8s/, k8s/observability/)."""
+    """The build of every kustomization root a deploy applies (k8s/, k8s/infra/,
+    k8s/observability/)."""
     return kube.kustomize_builds()
 
 
 @pytest.fixture(scope="session")
 def build(builds: dict[Path, kube.Build]) -> kube.Build:
+    """What skaffold deploys: the build of k8s/ (which includes eventing/)."""
     return builds[kube.KUSTOMIZE_ROOT]
 
 
 @pytest.fixture(scope="session")
-def rendered(build: kube.Build) -> list[dict[str, Any]]:
-    """minimart's documents (the kustomize build of k8s/, which includes eventing/)."""
-    return build.documents
+def rendered(builds: dict[Path, kube.Build]) -> list[dict[str, Any]]:
+    """minimart's documents: what skaffold deploys (k8s/) and the stores (k8s/infra/)."""
+    return builds[kube.KUSTOMIZE_ROOT].documents + builds[kube.INFRA_ROOT].documents
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from minimart.settings import PROJECT_ROOT
 
 SCHEMAS_DIR = PROJECT_ROOT / "tests" / "deploy" / "schemas"
 # The Kubernetes of the kind node image (kind-config.yaml): built-in kinds are checked against it.
-KUBERNETES_VERSION = "1.29"
+KUBERNETES_VERSION = "1.35"
 MANIFEST_FOLDERS = ("k8s", "eventing")
 TOP_LEVEL_FILES = ("skaffold.yaml", "kind-config.yaml")
 KUSTOMIZE_ROOT = PROJECT_ROOT / "k8s"
@@ -36,11 +36,15 @@ KUSTOMIZE_ROOT = PROJECT_ROOT / "k8s"
 KNATIVE_CONFIG = KUSTOMIZE_ROOT / "knative"
 KNATIVE_NAMESPACES = frozenset({"knative-serving", "knative-eventing"})
 OBSERVABILITY_ROOT = KUSTOMIZE_ROOT / "observability"
+# The namespace and the stores: applied by scripts/kind-up.sh, not by skaffold (k8s/ is what
+# skaffold deploys and deletes, skaffold.yaml's manifests.kustomize.paths).
+INFRA_ROOT = KUSTOMIZE_ROOT / "infra"
 # Every kustomization a deploy applies (scripts/kind-up.sh), and the namespace of its resources.
-# k8s/observability is a root of its own (`kubectl apply -k k8s/observability`): it is not
-# listed under k8s/kustomization.yaml, whose `namespace: minimart` would move it.
+# k8s/observability and k8s/infra are roots of their own (`kubectl apply -k`): they are not
+# listed under k8s/kustomization.yaml.
 KUSTOMIZE_ROOTS: Mapping[Path, str] = {
     KUSTOMIZE_ROOT: "minimart",
+    INFRA_ROOT: "minimart",
     OBSERVABILITY_ROOT: "observability",
 }
 # Schemas of config files (not Kubernetes resources): no ObjectMeta to add.

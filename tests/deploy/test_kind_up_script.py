@@ -20,14 +20,16 @@ SCRIPT = PROJECT_ROOT / "scripts" / "kind-up.sh"
 STUB = """#!/usr/bin/env bash
 echo "{name} $*" >> "$KIND_UP_LOG"
 case "{name} $*" in
-  "kind version") echo "kind v0.25.0 go1.22.9 linux/amd64" ;;
+  "kind version") echo "kind $KIND_STUB_VERSION go1.25.5 linux/amd64" ;;
   "skaffold version") echo "$SKAFFOLD_STUB_VERSION" ;;
   *"get ksvc order"*) echo "http://order.minimart.localhost" ;;
 esac
 """
 
 
-def _run(tmp_path: Path, *args: str, skaffold: str = "v2.15.0") -> tuple[int, str, list[str]]:
+def _run(
+    tmp_path: Path, *args: str, skaffold: str = "v2.24.0", kind: str = "v0.31.0"
+) -> tuple[int, str, list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("docker", "kind", "kubectl", "skaffold"):
@@ -41,6 +43,7 @@ def _run(tmp_path: Path, *args: str, skaffold: str = "v2.15.0") -> tuple[int, st
         "HOME": str(tmp_path),
         "KIND_UP_LOG": str(log),
         "SKAFFOLD_STUB_VERSION": skaffold,
+        "KIND_STUB_VERSION": kind,
     }
     result = subprocess.run(
         ["bash", str(SCRIPT), *args],
@@ -64,15 +67,15 @@ def test_kind_up_runs_every_step_in_order_and_prints_the_way_in(tmp_path: Path) 
     assert code == 0, output
     order = [
         "kind create cluster --name minimart --config kind-config.yaml",
-        "knative-v1.16.3/serving-core.yaml",
-        "knative-v1.16.0/kourier.yaml",
+        "knative-v1.23.0/serving-core.yaml",
+        "knative-v1.23.0/kourier.yaml",
         "patch -f k8s/knative/serving-config-domain.yaml --type merge",
         "patch -f k8s/knative/serving-config-network.yaml --type merge",
-        "knative-v1.16.7/eventing-core.yaml",
+        "knative-v1.23.0/eventing-core.yaml",
         "patch -f k8s/knative/eventing-config-features.yaml --type merge",
-        "knative-v1.16.3/eventing-kafka-sink.yaml",
+        "knative-v1.23.0/eventing-kafka-sink.yaml",
         "apply -k k8s/observability",
-        "delete job create-topics --namespace minimart --ignore-not-found",
+        "apply -k k8s/infra",
         "skaffold run -p local-kind --default-repo=kind.local",
         "wait ksvc --all --namespace minimart --for=condition=Ready",
         "wait route --all --namespace minimart --for=condition=Ready",
@@ -94,12 +97,26 @@ def test_deploy_only_rebuilds_and_waits(tmp_path: Path) -> None:
     code, output, calls = _run(tmp_path, "deploy")
     assert code == 0, output
     assert not any("kind create" in c or "serving-core" in c for c in calls), calls
+    assert _position(calls, "apply -k k8s/infra") < _position(calls, "skaffold run")
     assert _position(calls, "skaffold run") < _position(calls, "wait kafkasource")
+    assert not any("delete" in c for c in calls), calls
 
 
-@pytest.mark.parametrize("version", ["v2.13.0", "v2.14.1"])
+@pytest.mark.parametrize("version", ["v2.15.0", "v2.18.0"])
 def test_a_skaffold_too_old_for_skaffold_yaml_stops_it(tmp_path: Path, version: str) -> None:
     code, output, calls = _run(tmp_path, skaffold=version)
     assert code != 0
     assert f"skaffold {version} cannot read skaffold.yaml" in output
     assert not any("kind create" in c for c in calls)
+
+
+def test_a_kind_older_than_the_node_images_stops_it_a_newer_one_is_told(tmp_path: Path) -> None:
+    code, output, calls = _run(tmp_path, kind="v0.25.0")
+    assert code != 0
+    assert "kind v0.25.0 is older than v0.31" in output
+    assert not any("kind create" in c for c in calls)
+    code, output, _ = _run(tmp_path, kind="v0.33.0")
+    assert code == 0, output
+    assert "best-effort" in output
+    code, output, _ = _run(tmp_path, kind="v0.31.0")
+    assert code == 0 and "best-effort" not in output and "older" not in output

@@ -163,7 +163,7 @@ def test_custom_resources_are_checked_against_the_shared_schemas(
     used = {kube.validate(m.doc) for m in manifests}
     for expected in (
         "serving.knative.dev/service_v1.json",
-        "sources.knative.dev/kafkasource_v1beta1.json",
+        "sources.knative.dev/kafkasource_v1.json",
         "eventing.knative.dev/kafkasink_v1alpha1.json",
         "kind.x-k8s.io/cluster_v1alpha4.json",
     ):
@@ -288,7 +288,7 @@ def test_the_roots_define_distinct_resources(builds: dict[Any, kube.Build]) -> N
 
 @pytest.mark.timeout(upstream.BUILD_TIMEOUT_S + 120)
 def test_the_in_test_build_equals_kubectl_kustomize(each_build: kube.Build, programs: Path) -> None:
-    """kustomize as kubectl v1.29 embeds it (tests/knative-check/kustomize) builds the same."""
+    """kustomize as kubectl v1.35 embeds it (tests/knative-check/kustomize) builds the same."""
     output = upstream.kustomize(programs, each_build.root)
     theirs = {kube.resource_id(d): _unwrapped(d) for d in yaml.safe_load_all(output) if d}
     ours = {kube.resource_id(d): _unwrapped(d) for d in each_build.documents}

@@ -139,7 +139,9 @@ def test_everything_is_in_the_namespace_of_its_root(each_build: kube.Build) -> N
     for doc in rendered:
         if doc["kind"] in kube.CLUSTER_SCOPED_KINDS:
             assert "namespace" not in doc["metadata"], _where(doc)
-    assert [d["metadata"]["name"] for d in kube.of_kind(rendered, "", "Namespace")] == [namespace]
+    # The namespace is made with what lives in it for good (k8s/infra), never by skaffold's k8s/.
+    expected = [] if each_build.root == kube.KUSTOMIZE_ROOT else [namespace]
+    assert [d["metadata"]["name"] for d in kube.of_kind(rendered, "", "Namespace")] == expected
 
 
 def test_selectors_match_template_labels(each_build: kube.Build) -> None:
@@ -178,10 +180,16 @@ def test_selectors_match_template_labels(each_build: kube.Build) -> None:
         assert governing["spec"].get("clusterIP") == "None", f"{name}: headless Service expected"
 
 
-def test_volumes_configmaps_and_secrets_resolve(each_build: kube.Build) -> None:
+def test_volumes_configmaps_and_secrets_resolve(
+    each_build: kube.Build, builds: dict[Any, kube.Build]
+) -> None:
     rendered = each_build.documents
-    configmaps = _by_name(rendered, "", "ConfigMap")
-    secrets = _by_name(rendered, "", "Secret")
+    # What the other roots of the namespace apply resolves too (k8s/infra's Secret for k8s/).
+    neighbours = [
+        d for b in builds.values() if b.namespace == each_build.namespace for d in b.documents
+    ]
+    configmaps = _by_name(neighbours, "", "ConfigMap")
+    secrets = _by_name(neighbours, "", "Secret")
     data = {
         **{("ConfigMap", n): set(d.get("data", {})) for n, d in configmaps.items()},
         **{("Secret", n): set(d.get("data", {})) for n, d in secrets.items()},
@@ -370,7 +378,7 @@ def test_the_dockerfile_runs_the_function_as_a_non_root_user() -> None:
     users = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     assert users and int(users[-1][0]) > 0, "the image must end with a numeric non-root USER"
     command = re.findall(r"^CMD (.*)$", dockerfile, re.M)[-1]
-    for part in ("functions-framework", "--target handle", "--signature-type", "--port 8080"):
+    for part in ("minimart.serve", "--target handle", "--signature-type", "--port 8080"):
         assert part in command
     assert "--host 0.0.0.0" in command
 
@@ -568,7 +576,7 @@ def test_no_secret_value_is_written_in_plain(each_build: kube.Build) -> None:
             assert not CREDENTIALS_IN_URL.search(value), f"{_where(configmap)}: {key}"
     # The only Secret is generated from the file of local development defaults.
     secrets = [s["metadata"]["name"] for s in kube.of_kind(rendered, "", "Secret")]
-    assert secrets == (["minimart-secrets"] if each_build.root == kube.KUSTOMIZE_ROOT else [])
+    assert secrets == (["minimart-secrets"] if each_build.root == kube.INFRA_ROOT else [])
     for path in kube.manifest_files():
         for manifest in kube.load_file(path):
             assert manifest.kind != "Secret", f"{manifest.where}: commit no Secret"
@@ -583,7 +591,8 @@ def _effective(pod: Mapping[str, Any], container: Mapping[str, Any], key: str) -
 
 # The workload kinds of each kustomization root (the check below must not pass vacuously).
 WORKLOAD_KINDS = {
-    kube.KUSTOMIZE_ROOT: {"StatefulSet", "Job", "Service"},
+    kube.KUSTOMIZE_ROOT: {"Job", "Service"},
+    kube.INFRA_ROOT: {"StatefulSet"},
     kube.OBSERVABILITY_ROOT: {"Deployment"},
 }
 
@@ -826,7 +835,7 @@ def test_kind_up_installs_pinned_consistent_knative_releases() -> None:
     assert len(lines) == 1, f"one release line for every component: {versions}"
     for repo in (
         "knative/serving",
-        "knative/net-kourier",
+        "knative-extensions/net-kourier",
         "knative/eventing",
         "knative-extensions/eventing-kafka-broker",
     ):
@@ -862,12 +871,16 @@ def test_the_go_check_is_pinned_to_the_release_line_the_cluster_installs() -> No
         assert match, required[module]
         assert int(match.group(1)) == line + 27, f"{module} {required[module]}: not 1.{line}"
         assert int(match.group(2)) <= patch, module
-    # Serving is the exact release; eventing's patches after v0.43.3 are not on the module proxy
-    # (docs/deploy.md: the packages the check uses are unchanged up to knative-v1.16.7).
-    assert required["knative.dev/serving"] == "v0.43.3"
-    assert versions["KNATIVE_SERVING_VERSION"] == "knative-v1.16.3"
-    assert required["sigs.k8s.io/kind"] == "v0.25.0"
-    assert "built for\n# kind v0.25.0" in (PROJECT_ROOT / "kind-config.yaml").read_text()
+    # The check runs the very release the cluster installs: serving and eventing v0.50.0 are
+    # knative-v1.23.0 (the module proxy serves no later v0.50 patch, and no 1.23 patch is tagged).
+    assert required["knative.dev/serving"] == "v0.50.0"
+    assert required["knative.dev/eventing"] == "v0.50.0"
+    assert versions["KNATIVE_SERVING_VERSION"] == "knative-v1.23.0"
+    assert versions["KNATIVE_EVENTING_VERSION"] == "knative-v1.23.0"
+    # Every part of the cluster at one release (Kourier and the Kafka source/sink too).
+    assert len(set(versions.values())) == 1, versions
+    assert required["sigs.k8s.io/kind"] == "v0.31.0"
+    assert "built for\n# kind v0.31.0" in (PROJECT_ROOT / "kind-config.yaml").read_text()
 
 
 def _knative_config(namespace: str, name: str) -> dict[str, str]:
@@ -931,10 +944,14 @@ def test_kind_up_waits_for_the_knative_resources_to_be_ready() -> None:
         branch = body[start : body.index(";;", start)]
         assert branch.index("deploy_minimart") < branch.index("wait_minimart"), step
     assert body.rstrip().endswith("print_access")
-    # A Job's pod template is immutable and skaffold relabels it on every run.
-    deploy = script[script.index("deploy_minimart() {") :]
-    delete = "k delete job create-topics --namespace minimart --ignore-not-found"
-    assert deploy.index(delete) < deploy.index("  skaffold run "), "delete the Job before skaffold"
+    # The stores are applied before skaffold (whose k8s/ needs their namespace and Secret), in
+    # both branches; the Job is named after its spec, so nothing is deleted first.
+    for step in ("all)", "deploy)"):
+        start = body.index(step)
+        branch = body[start : body.index(";;", start)]
+        assert branch.index("install_stores") < branch.index("deploy_minimart"), step
+    assert "k apply -k k8s/infra\n" in script
+    assert "delete job" not in script
     makefile = (PROJECT_ROOT / "mk" / "deploy.mk").read_text()
     assert "bash scripts/kind-up.sh deploy" in makefile
 
@@ -949,23 +966,24 @@ def test_the_dead_letter_sink_does_not_own_its_topic(rendered: list[dict[str, An
 
 
 def test_the_kind_node_image_is_pinned_to_what_the_knative_line_supports() -> None:
-    """A Kubernetes minor the knative-v1.16 line is tested on, pinned by digest."""
+    """A Kubernetes minor the knative-v1.23 line is tested on, pinned by digest."""
     (cluster,) = (m.doc for m in kube.load_file(PROJECT_ROOT / "kind-config.yaml"))
     images = {node.get("image") for node in cluster["nodes"]}
     assert len(images) == 1, images
     (image,) = images
     match = re.fullmatch(r"kindest/node:v(1\.\d+)\.\d+@sha256:[0-9a-f]{64}", str(image))
     assert match, image
-    assert match.group(1) in {"1.28", "1.29"}, "serving's e2e matrix at knative-v1.16.3"
+    assert match.group(1) in {"1.34", "1.35"}, "serving's e2e matrix at knative-v1.23.0"
     assert match.group(1) == kube.KUBERNETES_VERSION, "built-in kinds validate for that version"
 
 
 # skaffold.yaml's apiVersion -> the first skaffold release that reads it (`const Version` in
-# pkg/skaffold/schema/latest/config.go at v2.13.0, v2.14.0, v2.15.0).
+# pkg/skaffold/schema/latest/config.go at v2.13.0, v2.14.0, v2.15.0, v2.18.0 and v2.19.0).
 SKAFFOLD_READ_FROM = {
     "skaffold/v4beta11": "2.13",
     "skaffold/v4beta12": "2.14",
     "skaffold/v4beta13": "2.15",
+    "skaffold/v4beta14": "2.19",
 }
 
 

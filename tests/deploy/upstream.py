@@ -2,7 +2,7 @@
 
 ``tests/knative-check`` is a Go module pinned to the Knative release line the cluster installs;
 it builds two programs: ``knative-check`` (serving's webhook and route code, eventing's delivery
-validation, kind's config decoding) and ``kustomize`` (the kustomize kubectl v1.29 embeds).
+validation, kind's config decoding) and ``kustomize`` (the kustomize kubectl v1.35 embeds).
 The binaries are cached under ``~/.cache/minimart/knative-check/<key>``, the key a hash of the Go
 sources, go.mod, go.sum and the Go version, so a change to any of them rebuilds. The first build
 downloads the modules (GOFLAGS=-mod=readonly: go.sum is the pin) and takes a minute or more.
@@ -158,7 +158,7 @@ def knative_check(programs: Path, paths: list[Path]) -> Report:
 
 
 def kustomize(programs: Path, folder: Path) -> str:
-    """``kubectl kustomize folder`` (kubectl v1.29's kustomize)."""
+    """``kubectl kustomize folder`` (kubectl v1.35's kustomize)."""
     result = subprocess.run(
         [str(programs / "kustomize"), str(folder)],
         capture_output=True,

@@ -62,7 +62,7 @@ func check(d document, config *clusterConfig) result {
 		domains, checks, err := checkService(d, config)
 		r.Domains = domains
 		record(&r, checks, err)
-	case d.APIVersion == "sources.knative.dev/v1beta1" && d.Kind == "KafkaSource":
+	case (d.APIVersion == "sources.knative.dev/v1" || d.APIVersion == "sources.knative.dev/v1beta1") && d.Kind == "KafkaSource":
 		checks, err := checkKafkaSource(d, config)
 		record(&r, checks, err)
 	case d.APIVersion == "eventing.knative.dev/v1alpha1" && d.Kind == "KafkaSink":

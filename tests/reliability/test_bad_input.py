@@ -33,12 +33,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from minimart.binding import WRAPPED_EVENT_TYPE, wrapped_source
 from minimart.catalog import EventType
 from minimart.console import replay
 from minimart.console.books import notifications
 from minimart.console.client import OrderClient
 from minimart.local import stack
-from minimart.local.delivery import WRAPPED_EVENT_TYPE, wrapped_source
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US, assert_books, place_batch, wait_final
@@ -442,7 +442,7 @@ SECRET_PATTERNS = {
 
 # Throwaway credentials of the local kind cluster, declared as such in the file itself
 # (docs/deploy.md); any other finding fails.
-DEV_ONLY = {"k8s/config/dev-secrets.env"}
+DEV_ONLY = {"k8s/infra/dev-secrets.env"}
 
 
 def test_no_secret_is_committed() -> None:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 from cloudevents.http import CloudEvent, from_http
 
-from minimart.binding import header_text
+from minimart.binding import OutgoingEvent, header_text
 from minimart.entrypoints import decode_binary_attributes
-from minimart.local.delivery import OutgoingEvent
 
 VALUES = [
     "/minimart/inventory",

@@ -10,9 +10,9 @@ import pytest
 from cloudevents.conversion import to_structured
 from cloudevents.kafka import to_binary
 
+from minimart.binding import to_event
 from minimart.catalog import DEAD_LETTER_TOPIC, Event, EventType, build
 from minimart.console.replay import ERROR_EXTENSIONS, RecordedEvent, dead_letter, plan_redrive
-from minimart.local.delivery import to_event
 
 SINK = "http://127.0.0.1:18083/"
 TOPIC = EventType.INVENTORY_REJECTED.topic

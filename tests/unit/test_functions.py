@@ -29,7 +29,6 @@ from minimart.domain.orders import OrderStatus
 from minimart.domain.rules import label_id, payment_id
 from minimart.entrypoints import use_container
 from minimart.handlers.ports import OrderRecord
-from minimart.ingress import MAX_BODY_BYTES
 from minimart.settings import PROJECT_ROOT, Settings
 from tests import tokens
 from tests.fakes import (
@@ -540,7 +539,7 @@ def test_post_orders_refuses_an_unknown_sku(api: FlaskClient) -> None:
 
 
 def test_post_orders_refuses_an_oversized_body(api: FlaskClient, container: Container) -> None:
-    body = order_body(padding="x" * MAX_BODY_BYTES)
+    body = order_body(padding="x" * Settings().max_request_bytes)
 
     response = api.post("/orders", data=json.dumps(body), content_type="application/json")
 

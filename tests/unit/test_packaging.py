@@ -88,12 +88,6 @@ def test_the_console_and_the_command_line_load_no_runtime_module() -> None:
     assert "loaded: []" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="console/replay.py reads records through minimart.local.delivery (httptools) until "
-    "the CloudEvents binding module of issue 20's first bullet: then this passes, and the "
-    "marker goes",
-)
 def test_the_console_starts_without_the_runtimes_http_parser() -> None:
     result = run_command_without(("httptools",), "deadletters", "--help")
     assert result.returncode == 0, result.stderr

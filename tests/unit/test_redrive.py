@@ -247,8 +247,32 @@ def test_a_redirect_is_not_followed_and_is_no_health(sinks: list[_Sink]) -> None
         ({"Content-Type": "application/cloudevents+json"}, b'{"data_base64": "%%%"}'),
         ({"Content-Type": "application/json"}, b"\xff\xfe not even text"),
         ({}, b""),
+        (
+            {"Content-Type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "x", "source": "/s", "data": "\\ud800"}',
+        ),
+        (
+            {"Content-Type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "x", "source": "/s", "data": '
+            + b"[" * 900
+            + b"]" * 900
+            + b"}",
+        ),
+        (
+            {"Content-Type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "id": "\\udfff", "source": "/s"}',
+        ),
     ],
-    ids=["no-id", "deep", "bad-base64", "not-a-cloudevent", "empty"],
+    ids=[
+        "no-id",
+        "deep",
+        "bad-base64",
+        "not-a-cloudevent",
+        "empty",
+        "lone-surrogate-data",
+        "deep-data",
+        "lone-surrogate-attribute",
+    ],
 )
 def test_a_letter_that_is_no_valid_cloudevent_is_kept_not_refused(
     headers: dict[str, str], body: bytes

@@ -21,11 +21,12 @@ import flask
 import pytest
 
 from minimart import identity
+from minimart.binding import KafkaRecord, OutgoingEvent
 from minimart.bootstrap import STEPS, Container
 from minimart.catalog import EventType
 from minimart.domain.rules import label_id, payment_id
 from minimart.entrypoints import use_container
-from minimart.local.delivery import Deliverer, KafkaRecord, Outcome, OutgoingEvent
+from minimart.local.delivery import Deliverer, Outcome
 from minimart.manifests import Delivery, KafkaSourceSpec
 from tests import tokens
 from tests.unit import test_functions

@@ -1,5 +1,5 @@
 // Command kustomize prints the build of a kustomization as `kubectl kustomize DIR` does, with
-// the kustomize API kubectl v1.29 embeds (the Kubernetes version of kind-config.yaml's node
+// the kustomize API kubectl v1.35 embeds (the Kubernetes version of kind-config.yaml's node
 // image): tests/deploy compares its own in-test build with this one.
 //
 //	kustomize DIR
