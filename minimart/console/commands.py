@@ -79,7 +79,11 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
         if not args.function:
             print("replay --http needs --function NAME: the function the console's token is for")
             return 2
-        as_console = replay.console_identity(settings, args.function)
+        as_console = (
+            replay.token_from(args.token_file)
+            if args.token_file
+            else replay.console_identity(settings, args.function)
+        )
         results = replay.replay_to_http(args.http, records, args.rate, authorization=as_console)
         for result in results:
             print(f"  {result.status}  {result.event_id}  {result.body[:120]}")
@@ -178,6 +182,13 @@ def add_commands(sub: Any) -> None:
     rep.add_argument("--http", metavar="URL", help="POST to this function instead of Kafka")
     rep.add_argument(
         "--function", help="with --http: the function at URL (the audience of the console's token)"
+    )
+    rep.add_argument(
+        "--token-file",
+        type=Path,
+        help="with --http: send this token (in a cluster: `kubectl -n minimart create token "
+        "minimart-console --audience serving.knative.dev/service/minimart/NAME`) instead of "
+        "one of the local issuer",
     )
     rep.add_argument("--type", action="append", dest="types", help="only these event types")
     rep.set_defaults(run=_replay)

@@ -287,6 +287,13 @@ def console_identity(settings: Settings, function: str) -> identity.TokenMinter:
     return identity.TokenMinter(issuer.signing_key(), identity.CONSOLE_SUBJECT, audience)
 
 
+def token_from(path: Path) -> Callable[[], str]:
+    """The console's identity as a token issued elsewhere (a cluster's TokenRequest), read
+    once from ``path``."""
+    header = identity.BEARER + path.read_text().strip()
+    return lambda: header
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """A record of the dead-letter topic with the reason the dispatcher gave."""

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import flask
+import jwt
 import pytest
 
 from minimart import identity
@@ -348,3 +349,23 @@ def test_the_cache_stays_bounded_and_keeps_serving() -> None:
     check.verify("payment", headers[3])
 
     assert keys.lookups == 5
+
+
+def test_a_token_shaped_as_the_api_server_issues_it_is_taken() -> None:
+    """A TokenRequest token (what Knative's KafkaSource sends in a cluster): ``aud`` a list,
+    a ``jti``, and the ``kubernetes.io`` claims naming the namespace and ServiceAccount."""
+    key, now = tokens.signing_key(), int(time.time())
+    account = identity.source_account("payment-source")
+    claims = {
+        "aud": [identity.audience_of("payment")],
+        "exp": now + 3600, "iat": now, "nbf": now, "iss": tokens.ISSUER,
+        "jti": "5b1b3e52-6f4e-4d6c-9b1a-0c1f3f6d2a11",
+        "kubernetes.io": {"namespace": "minimart",
+                          "serviceaccount": {"name": account, "uid": "0f1e2d3c"}},
+        "sub": identity.account_subject(account),
+    }  # fmt: skip
+    token = jwt.encode(claims, key.key, algorithm="RS256", headers={"kid": key.kid})
+
+    tokens.verifier().verify("payment", identity.BEARER + token)
+    with pytest.raises(identity.Refused):
+        tokens.verifier().verify("shipping", identity.BEARER + token)
