@@ -328,10 +328,17 @@ def test_committed_but_unpublished_order_is_published_by_the_relay(
     eventually(published, timeout=10, what="outbox row marked published")
 
 
-def code_hash_of(settings: Settings, name: str) -> tuple[int, str | None]:
+def code_hash_of(settings: Settings, name: str) -> tuple[int, str] | None:
+    """(pid, code hash) of the program once it runs its own code; None before (not started
+    yet, or forked by supervisord and not yet exec'd: its environment is still the parent's)."""
     pid = servers.pid_of(settings, name)
-    assert pid is not None, f"{name} is not running"
-    return pid, psutil.Process(pid).environ().get(stack.CODE_HASH_VARIABLE)
+    if pid is None:
+        return None
+    try:
+        found = psutil.Process(pid).environ().get(stack.CODE_HASH_VARIABLE)
+    except psutil.Error:  # gone meanwhile
+        return None
+    return None if found is None else (pid, found)
 
 
 @pytest.mark.parametrize("program", ["fn-notification", "dispatch-notification-source"])
@@ -351,13 +358,17 @@ def test_the_stack_fixture_restarts_a_program_that_runs_other_code(
     sup = Supervisor(running_stack)
     sup.define([old])  # as `make up` on an older tree left it
     sup.start(program)
-    stale_pid, stale = eventually(lambda: code_hash_of(running_stack, program),
-                                  what=f"{program} running the old tree")  # fmt: skip
-    assert stale == "0" * 16
+
+    def running_old_tree() -> tuple[int, str] | None:
+        found = code_hash_of(running_stack, program)
+        return found if found is not None and found[1] == "0" * 16 else None
+
+    stale_pid, _ = eventually(running_old_tree, what=f"{program} running the old tree")
 
     assert program in bring_up(running_stack)
 
-    pid, current = code_hash_of(running_stack, program)
+    pid, current = eventually(lambda: code_hash_of(running_stack, program),
+                              what=f"{program} running")  # fmt: skip
     assert (current, pid != stale_pid) == (code, True)
     sku = new_sku(running_stack, stock=5)
     (order_id,) = place_batch(client, sku, 1)
