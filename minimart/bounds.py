@@ -39,7 +39,13 @@ from prometheus_client import Counter
 from werkzeug.local import LocalProxy
 
 from minimart.entrypoints import container_of
-from minimart.limits import DEAD_LETTER_MARGIN_BYTES, MAX_JSON_DEPTH, clip, json_depth_exceeds
+from minimart.limits import (
+    DEAD_LETTER_MARGIN_BYTES,
+    KAFKA_MAX_RECORD_BYTES,
+    MAX_JSON_DEPTH,
+    clip,
+    json_depth_exceeds,
+)
 from minimart.problems import problem
 from minimart.settings import Settings
 
@@ -68,8 +74,8 @@ class Edge:
 API = Edge(lambda s: s.max_request_bytes, True, False, "unsupported-json", "Unsupported JSON")
 EVENTS = Edge(lambda s: s.max_event_bytes, True, True)
 # The re-drive function reads every letter itself and refuses none (its own reader copes with
-# any JSON): only its body is bounded, a little above an event's.
-DEAD_LETTERS = Edge(lambda s: s.max_event_bytes + DEAD_LETTER_MARGIN_BYTES, False, False)
+# any JSON): only its body is bounded, by what a record of the dead-letter topic can hold.
+DEAD_LETTERS = Edge(lambda s: KAFKA_MAX_RECORD_BYTES + DEAD_LETTER_MARGIN_BYTES, False, False)
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]

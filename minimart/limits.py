@@ -26,8 +26,12 @@ MAX_LINE_QUANTITY = 1_000_000
 # 32 leaves room for extension data and stays far below what breaks a reader (CPython's json
 # and json.dumps recurse, ~1,000 levels less the server's own stack; BSON takes 100).
 MAX_JSON_DEPTH = 32
-# A dead letter is its event plus Knative's error extensions (knativeerrordata is truncated
-# by the sender): the re-drive function takes an event this much larger than the saga's.
+# A dead letter is its record as it was on its topic (however large: the saga function refused
+# an oversized one with 413) plus Knative's error extensions (knativeerrordata is truncated by
+# the sender): no larger than the broker's record limit (Kafka's default message.max.bytes,
+# which neither the local broker nor k8s/infra/kafka.yaml changes) and this margin. The
+# re-drive function takes that much: refusing a letter would park it, not refuse it.
+KAFKA_MAX_RECORD_BYTES = 1_048_588
 DEAD_LETTER_MARGIN_BYTES = 64 * 1024
 # Text a store takes: no NUL (PostgreSQL's text and jsonb refuse it) and no lone surrogate
 # (not encodable as UTF-8: psycopg, BSON and Kafka's serializer raise). A JSON Schema pattern.

@@ -112,11 +112,60 @@ install_observability() {
   k apply -k k8s/observability
 }
 
-# The namespace and the stores (Kafka, PostgreSQL, MongoDB, Redis, their Secret): applied here,
-# never by skaffold, so a redeploy does not restart them and the end of `skaffold dev` does not
-# delete them (docs/deploy.md, "Redeploys"). Re-applying an unchanged kustomization changes nothing.
+# The keys of the Secret minimart-secrets: the stores' administrators (the operator's) and one
+# credential per store role a function logs in with (docs/security-lockdown.md). Every key a
+# manifest reads from the Secret is here (tests/deploy/test_secrets.py).
+SECRET_KEYS=(
+  POSTGRES_PASSWORD
+  MINIMART_ORDERS_DB_PASSWORD
+  MINIMART_INVENTORY_DB_PASSWORD
+  MINIMART_PAYMENTS_DB_PASSWORD
+  MONGO_ROOT_PASSWORD
+  MINIMART_SHIPPING_MONGO_PASSWORD
+  REDIS_PASSWORD
+)
+
+# KEY=<48 random hex digits> per key: nothing to quote in a URL, a shell or SQL.
+random_secrets() {
+  local key
+  for key in "${SECRET_KEYS[@]}"; do
+    printf '%s=%s\n' "$key" "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+  done
+}
+
+# The Secret minimart-secrets, generated in the cluster the first time and kept after that: the
+# stores take their passwords from it on their first start only (an empty volume), so a new
+# password under a running database would lock the functions out. The values go from a pipe
+# to kubectl: never on disk, never on a command line.
+create_secrets() {
+  local present missing=() key
+  present="$(k get secret minimart-secrets --namespace minimart --ignore-not-found \
+    -o go-template='{{range $key, $value := .data}}{{$key}} {{end}}')"
+  if [[ -z "$present" ]]; then
+    log "generating the Secret minimart-secrets (random passwords, kept in the cluster only)"
+    k create secret generic minimart-secrets --namespace minimart \
+      --from-env-file=<(random_secrets) --dry-run=client -o yaml |
+      k label --local -f - app.kubernetes.io/part-of=minimart -o yaml |
+      k apply -f -
+    return
+  fi
+  for key in "${SECRET_KEYS[@]}"; do
+    [[ " $present " == *" $key "* ]] || missing+=("$key")
+  done
+  if (( ${#missing[@]} )); then
+    die "the Secret minimart-secrets has no ${missing[*]}: it predates the per-database roles and its stores were initialised without them; start anew with 'make kind-down' then 'make kind-up' (docs/security-lockdown.md)"
+  fi
+  log "the Secret minimart-secrets exists: keeping it (the stores were initialised with it)"
+}
+
+# The namespace, the stores (Kafka, PostgreSQL, MongoDB, Redis) and their NetworkPolicies:
+# applied here, never by skaffold, so a redeploy does not restart them and the end of `skaffold
+# dev` does not delete them (docs/deploy.md, "Redeploys"). Re-applying an unchanged
+# kustomization changes nothing. The Secret comes first: the stores read it on their first start.
 install_stores() {
-  log "namespace minimart and the stores (k8s/infra)"
+  log "namespace minimart, its Secret, the stores and the NetworkPolicies (k8s/infra)"
+  k apply -f k8s/infra/namespace.yaml
+  create_secrets
   k apply -k k8s/infra
 }
 

@@ -64,7 +64,7 @@ class RecordedEvent(KafkaRecord):
     def _document(self) -> dict[str, Any]:
         try:
             document = json.loads(self.value or b"")
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what json reads
             return {}
         return document if isinstance(document, dict) else {}
 

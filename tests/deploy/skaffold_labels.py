@@ -65,6 +65,7 @@ NOT_TRANSFORMED = frozenset(
         ("", "Namespace"),
         ("", "PersistentVolumeClaim"),
         ("", "ServiceAccount"),
+        ("networking.k8s.io", "NetworkPolicy"),
         ("sources.knative.dev", "KafkaSource"),
         ("eventing.knative.dev", "KafkaSink"),
     }

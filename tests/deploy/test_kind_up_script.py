@@ -9,12 +9,14 @@ cluster does with the manifests is the business of test_knative_check.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from minimart.settings import PROJECT_ROOT
+from tests.deploy import generated
 
 SCRIPT = PROJECT_ROOT / "scripts" / "kind-up.sh"
 STUB = """#!/usr/bin/env bash
@@ -23,12 +25,22 @@ case "{name} $*" in
   "kind version") echo "kind $KIND_STUB_VERSION go1.25.5 linux/amd64" ;;
   "skaffold version") echo "$SKAFFOLD_STUB_VERSION" ;;
   *"get ksvc order"*) echo "http://order.minimart.localhost" ;;
+  *"get secret minimart-secrets"*) printf '%s' "$KIND_STUB_SECRET_KEYS" ;;
+  *"create secret generic minimart-secrets"*)
+    # What kubectl would read: the env file it is given (a pipe), kept for the test to read.
+    for arg in "$@"; do
+      case "$arg" in --from-env-file=*) cat "${arg#--from-env-file=}" >> "$KIND_UP_SECRETS" ;; esac
+    done ;;
 esac
 """
 
 
 def _run(
-    tmp_path: Path, *args: str, skaffold: str = "v2.24.0", kind: str = "v0.31.0"
+    tmp_path: Path,
+    *args: str,
+    skaffold: str = "v2.24.0",
+    kind: str = "v0.31.0",
+    secret_keys: str = "",
 ) -> tuple[int, str, list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -44,6 +56,8 @@ def _run(
         "KIND_UP_LOG": str(log),
         "SKAFFOLD_STUB_VERSION": skaffold,
         "KIND_STUB_VERSION": kind,
+        "KIND_STUB_SECRET_KEYS": secret_keys,
+        "KIND_UP_SECRETS": str(tmp_path / "secrets.env"),
     }
     result = subprocess.run(
         ["bash", str(SCRIPT), *args],
@@ -75,6 +89,9 @@ def test_kind_up_runs_every_step_in_order_and_prints_the_way_in(tmp_path: Path) 
         "patch -f k8s/knative/eventing-config-features.yaml --type merge",
         "knative-v1.23.0/eventing-kafka-sink.yaml",
         "apply -k k8s/observability",
+        "apply -f k8s/infra/namespace.yaml",
+        "get secret minimart-secrets --namespace minimart --ignore-not-found",
+        "create secret generic minimart-secrets --namespace minimart",
         "apply -k k8s/infra",
         "skaffold run -p local-kind --default-repo=kind.local",
         "wait ksvc --all --namespace minimart --for=condition=Ready",
@@ -120,3 +137,38 @@ def test_a_kind_older_than_the_node_images_stops_it_a_newer_one_is_told(tmp_path
     assert "best-effort" in output
     code, output, _ = _run(tmp_path, kind="v0.31.0")
     assert code == 0 and "best-effort" not in output and "older" not in output
+
+
+def test_a_new_cluster_gets_random_secrets_off_the_command_line(tmp_path: Path) -> None:
+    code, output, calls = _run(tmp_path)
+    assert code == 0, output
+    made = dict(line.split("=", 1) for line in (tmp_path / "secrets.env").read_text().splitlines())
+    assert sorted(made) == sorted(generated.secret_keys())
+    for value in made.values():
+        assert re.fullmatch(r"[0-9a-f]{48}", value), value
+        assert not any(value in call for call in calls), "a password on a command line"
+    assert len(set(made.values())) == len(made), "one password per key"
+    # A second cluster gets other passwords.
+    again = tmp_path / "again"
+    again.mkdir()
+    _run(again)
+    remade = dict(line.split("=", 1) for line in (again / "secrets.env").read_text().splitlines())
+    assert not set(made.values()) & set(remade.values())
+
+
+def test_an_existing_secret_is_kept(tmp_path: Path) -> None:
+    code, output, calls = _run(
+        tmp_path, "deploy", secret_keys=" ".join(generated.secret_keys()) + " "
+    )
+    assert code == 0, output
+    assert "keeping it" in output
+    assert not any("create secret" in c or "delete" in c for c in calls), calls
+    assert not (tmp_path / "secrets.env").exists()
+
+
+def test_a_secret_from_before_the_per_database_roles_stops_it(tmp_path: Path) -> None:
+    old = "MINIMART_INVENTORY_DSN MINIMART_ORDERS_DSN MINIMART_PAYMENTS_DSN POSTGRES_PASSWORD "
+    code, output, calls = _run(tmp_path, "deploy", secret_keys=old)
+    assert code != 0
+    assert "has no MINIMART_ORDERS_DB_PASSWORD" in output and "make kind-down" in output
+    assert not any("create secret" in c or "skaffold run" in c for c in calls), calls

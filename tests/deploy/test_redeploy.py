@@ -54,7 +54,8 @@ def test_skaffold_deploys_k8s_and_nothing_that_holds_data(builds: dict[Any, kube
     assert deployed, "skaffold deploys the functions"
     assert not [(d["kind"], d["metadata"]["name"]) for d in deployed if d["kind"] in HOLDS_DATA]
     infra = builds[kube.INFRA_ROOT].documents
-    assert {d["kind"] for d in infra} >= HOLDS_DATA - {"PersistentVolumeClaim"}
+    # The Secret is generated in the cluster by scripts/kind-up.sh (tests/deploy/test_secrets.py).
+    assert {d["kind"] for d in infra} >= HOLDS_DATA - {"PersistentVolumeClaim", "Secret"}
     stores = {d["metadata"]["name"] for d in kube.of_kind(infra, "apps", "StatefulSet")}
     assert stores == {"kafka", "postgres", "mongo", "redis"}
     for store in kube.of_kind(infra, "apps", "StatefulSet"):

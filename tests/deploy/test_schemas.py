@@ -53,10 +53,6 @@ BROKEN: dict[tuple[str, str], list[tuple[str, Mutation]]] = {
         ("unquoted number in data", lambda d: d["data"].__setitem__(next(iter(d["data"])), 4)),
         ("typo data -> datas", _rename("", "data", "datas")),
     ],
-    ("", "Secret"): [
-        ("typo stringData -> stringdata", _add("", "stringdata", {"A": "b"})),
-        ("data not a mapping", _set("data", ["A=b"])),
-    ],
     ("", "Service"): [
         ("port as a string", _set("spec.ports.0.port", "9092/tcp")),
         ("typo selector -> selectors", _rename("spec", "selector", "selectors")),
@@ -72,6 +68,10 @@ BROKEN: dict[tuple[str, str], list[tuple[str, Mutation]]] = {
         ("typo matchLabels -> matchlabels", _rename("spec.selector", "matchLabels", "matchlabels")),
         ("containerPort as a string", _set(f"{_CONTAINER}.ports.0.containerPort", "4318/tcp")),
         ("volumes on the Deployment, not the pod", _move("spec.template.spec", "volumes", "spec")),
+    ],
+    ("networking.k8s.io", "NetworkPolicy"): [
+        ("typo podSelector -> podselector", _rename("spec", "podSelector", "podselector")),
+        ("policyTypes as one string", _set("spec.policyTypes", "Ingress")),
     ],
     ("rbac.authorization.k8s.io", "ClusterRole"): [
         ("verbs as one string", _set("rules.0.verbs", "get,list,watch")),

@@ -14,7 +14,7 @@ import yaml
 from minimart import bootstrap
 from minimart.catalog import DEAD_LETTER_TOPICS, PARKED_TOPIC, EventType
 from minimart.settings import PROJECT_ROOT, Settings
-from tests.deploy import kube
+from tests.deploy import generated, kube
 
 KNATIVE = "serving.knative.dev"
 INGRESS = "order"
@@ -184,10 +184,13 @@ def test_volumes_configmaps_and_secrets_resolve(
     each_build: kube.Build, builds: dict[Any, kube.Build]
 ) -> None:
     rendered = each_build.documents
-    # What the other roots of the namespace apply resolves too (k8s/infra's Secret for k8s/).
+    # What the other roots of the namespace apply resolves too (k8s/infra's ConfigMaps for
+    # k8s/), and the Secret scripts/kind-up.sh generates in the namespace minimart.
     neighbours = [
         d for b in builds.values() if b.namespace == each_build.namespace for d in b.documents
     ]
+    if each_build.namespace == "minimart":
+        neighbours.append(generated.generated_secret())
     configmaps = _by_name(neighbours, "", "ConfigMap")
     secrets = _by_name(neighbours, "", "Secret")
     data = {
@@ -388,8 +391,7 @@ def test_configuration_is_what_settings_reads(
 ) -> None:
     config = _by_name(rendered, "", "ConfigMap")["minimart-config"]["data"]
     secret = {
-        k: base64.b64decode(v).decode()
-        for k, v in _by_name(rendered, "", "Secret")["minimart-secrets"]["data"].items()
+        k: base64.b64decode(v).decode() for k, v in generated.generated_secret()["data"].items()
     }
     services = _services(all_rendered)
     for name, ksvc in _ksvcs(rendered).items():
@@ -401,16 +403,17 @@ def test_configuration_is_what_settings_reads(
                     _by_name(rendered, "", "ConfigMap")[source["configMapRef"]["name"]]["data"]
                 )
             assert "secretRef" not in source, f"{name}: name the secret keys it needs instead"
+        expanded: set[str] = set()  # variables only there to be expanded into others
         for item in container.get("env", []):
             if "value" in item:
-                env[item["name"]] = item["value"]
+                env[item["name"]] = _expand(item["value"], env, expanded)
             else:
                 ref = item["valueFrom"]["secretKeyRef"]
-                assert ref["name"] == "minimart-secrets"
+                assert ref["name"] == generated.SECRET_NAME
                 env[item["name"]] = secret[ref["key"]]
         recorder = _RecordingEnv(env)
         settings = Settings.from_env(recorder)
-        unread = set(env) - recorder.read
+        unread = set(env) - recorder.read - expanded
         assert not unread, f"{name}: settings.py reads no {sorted(unread)}"
         assert settings.service_name == name
         _assert_resolves(services, f"kafka://{settings.kafka_bootstrap}")
@@ -438,6 +441,22 @@ def test_configuration_is_what_settings_reads(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
     ):
         assert key in config, f"minimart-config has no {key}"
+
+
+def _expand(value: str, env: Mapping[str, str], used: set[str]) -> str:
+    """The kubelet's $(VAR) expansion of an env value: a variable defined earlier in the
+    container's env is replaced (and noted in ``used``), $$ is a literal $, others stay."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        if name in env:
+            used.add(name)
+            return env[name]
+        return match.group(0)
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", replace, value)
 
 
 def _relabel(rules: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, str] | None:
@@ -560,23 +579,41 @@ def _assert_builds_only_what_it_is_given(name: str, env: Mapping[str, str]) -> N
     assert needed == given, f"{name}: warms up {sorted(needed)} but is given {sorted(given)}"
 
 
+def _blank_references(text: str, names: set[str]) -> str:
+    """``text`` with each $(VAR) of ``names`` removed."""
+    return re.sub(
+        r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
+        lambda m: "" if m.group(1) in names else m.group(0),
+        text,
+    )
+
+
 def test_no_secret_value_is_written_in_plain(each_build: kube.Build) -> None:
     rendered = each_build.documents
     for doc in _workloads(rendered):
         for container in _containers(doc):
+            # Variables that hold a Secret's value: a value may name them as $(VAR), which the
+            # kubelet expands in the pod (a DSN built around its password), never spell them.
+            from_secret = {
+                e["name"]
+                for e in container.get("env", [])
+                if "secretKeyRef" in e.get("valueFrom", {})
+            }
+            blanked = _blank_references(json.dumps(container), from_secret)
             for env in container.get("env", []):
+                value = _blank_references(str(env.get("value", "")), from_secret)
                 if SECRET_LIKE.search(env["name"]):
                     ref = env.get("valueFrom", {}).get("secretKeyRef")
-                    assert ref, f"{_where(doc)}: {env['name']} must come from a Secret"
-                assert not CREDENTIALS_IN_URL.search(str(env.get("value", ""))), _where(doc)
-            assert not CREDENTIALS_IN_URL.search(json.dumps(container)), _where(doc)
+                    built = "value" in env and value != env["value"]
+                    assert ref or built, f"{_where(doc)}: {env['name']} must come from a Secret"
+                assert not CREDENTIALS_IN_URL.search(value), _where(doc)
+            assert not CREDENTIALS_IN_URL.search(blanked), _where(doc)
     for configmap in kube.of_kind(rendered, "", "ConfigMap"):
         for key, value in configmap.get("data", {}).items():
             assert not SECRET_LIKE.search(key), f"{_where(configmap)}: {key} belongs in a Secret"
             assert not CREDENTIALS_IN_URL.search(value), f"{_where(configmap)}: {key}"
-    # The only Secret is generated from the file of local development defaults.
-    secrets = [s["metadata"]["name"] for s in kube.of_kind(rendered, "", "Secret")]
-    assert secrets == (["minimart-secrets"] if each_build.root == kube.INFRA_ROOT else [])
+    # No Secret is rendered: scripts/kind-up.sh generates the only one in the cluster.
+    assert [s["metadata"]["name"] for s in kube.of_kind(rendered, "", "Secret")] == []
     for path in kube.manifest_files():
         for manifest in kube.load_file(path):
             assert manifest.kind != "Secret", f"{manifest.where}: commit no Secret"
@@ -729,7 +766,8 @@ def test_data_stores_keep_their_data_on_persistent_volumes(rendered: list[dict[s
     init = _by_name(rendered, "", "ConfigMap")["postgres-init"]["data"]
     script = "\n".join(init.values())
     for database in ("minimart_orders", "minimart_inventory", "minimart_payments"):
-        assert f"CREATE DATABASE {database};" in script
+        password = f"{database.upper()}_DB_PASSWORD"
+        assert f'minimart_database {database} "${password}"' in script
 
 
 def test_the_topic_job_reads_the_topics_configmap(rendered: list[dict[str, Any]]) -> None:

@@ -24,6 +24,7 @@ from minimart.entrypoints import use_container
 from minimart.limits import (
     BIGINT_MAX,
     DEAD_LETTER_MARGIN_BYTES,
+    KAFKA_MAX_RECORD_BYTES,
     MAX_CUSTOMER_ID,
     MAX_JSON_DEPTH,
     MAX_LINE_QUANTITY,
@@ -87,7 +88,7 @@ def limit_of(name: str, settings: Settings) -> int:
     if name == "order":
         return settings.max_request_bytes
     if name == "redrive":
-        return settings.max_event_bytes + DEAD_LETTER_MARGIN_BYTES
+        return KAFKA_MAX_RECORD_BYTES + DEAD_LETTER_MARGIN_BYTES  # any record of its topic
     return settings.max_event_bytes
 
 

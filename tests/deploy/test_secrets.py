@@ -1,0 +1,64 @@
+"""Who gets which credential: the Secret kind-up.sh generates, read key by key by the manifests.
+
+Each function gets the credentials of the stores it owns and no other; each store gets its
+administrator's and those of the roles it creates; every key a manifest reads is one kind-up.sh
+generates, and every key it generates is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.deploy import generated, kube
+
+# The design (README's saga table, minimart/bootstrap.py): workload -> the keys it reads.
+EXPECTED = {
+    "order": {"MINIMART_ORDERS_DB_PASSWORD"},
+    "order-status": {"MINIMART_ORDERS_DB_PASSWORD"},
+    "inventory": {"MINIMART_INVENTORY_DB_PASSWORD"},
+    "payment": {"MINIMART_PAYMENTS_DB_PASSWORD"},
+    "shipping": {"MINIMART_SHIPPING_MONGO_PASSWORD"},
+    "notification": {"REDIS_PASSWORD"},
+    "redrive": set(),
+    "postgres": {
+        "POSTGRES_PASSWORD",
+        "MINIMART_ORDERS_DB_PASSWORD",
+        "MINIMART_INVENTORY_DB_PASSWORD",
+        "MINIMART_PAYMENTS_DB_PASSWORD",
+    },
+    "mongo": {"MONGO_ROOT_PASSWORD", "MINIMART_SHIPPING_MONGO_PASSWORD"},
+    "redis": {"REDIS_PASSWORD"},
+    "kafka": set(),
+    "create-topics": set(),
+}
+
+
+def _reads(doc: dict[str, Any]) -> set[str]:
+    keys = set()
+    for spec in kube.pod_specs(doc):
+        for container in [*spec["containers"], *spec.get("initContainers", [])]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] == generated.SECRET_NAME, ref
+                    keys.add(ref["key"])
+            assert not any("secretRef" in s for s in container.get("envFrom", [])), doc
+        assert not [v for v in spec.get("volumes", []) if "secret" in v], "name keys instead"
+    return keys
+
+
+def test_each_workload_reads_the_credentials_of_its_own_stores_only(
+    rendered: list[dict[str, Any]],
+) -> None:
+    reads = {}
+    for doc in rendered:
+        if any(True for _ in kube.pod_specs(doc)):
+            labels = doc["spec"]["template"].get("metadata", {}).get("labels", {})
+            reads[labels.get("app.kubernetes.io/name", doc["metadata"]["name"])] = _reads(doc)
+    assert reads == EXPECTED
+
+
+def test_kind_up_generates_exactly_the_keys_the_manifests_read() -> None:
+    keys = generated.secret_keys()
+    assert len(keys) == len(set(keys))
+    assert set(keys) == set().union(*EXPECTED.values())
