@@ -27,7 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from bench import labelled_results
+from minimart import identity
 from minimart.console.replay import RecordedEvent
 from minimart.local.delivery import Deliverer
 from minimart.local.delivery_spans import FileSpans, SdkSpans
@@ -118,13 +121,20 @@ def main() -> None:
         delivery=Delivery(retry=3, backoff_delay_s=0.2, timeout_s=10.0),
     )
     batch = records(args.records)
-    samples: dict[str, list[float]] = {"off": [], "file": [], "sdk": []}
+    samples: dict[str, list[float]] = {"off": [], "token": [], "file": [], "sdk": []}
+    minter = identity.TokenMinter(
+        identity.SigningKey(rsa.generate_private_key(65537, 2048), "https://issuer.bench"),
+        identity.source_subject("inventory-source"),
+        identity.audience_of("inventory"),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         env = {"MINIMART_STATE_DIR": tmp, "MINIMART_TRACE_FILE": f"{tmp}/spans.jsonl"}
         settings = Settings.from_env(env)
         tracing.configure(settings, instrument=())
         deliverers: dict[str, Deliverer | TracedDeliverer] = {
             "off": Deliverer(spec, url, None),
+            # The same with the source's token on every delivery (minimart/identity.py).
+            "token": Deliverer(spec, url, None, authorization=minter),
             "file": traced_deliverer(spec, url, None, FileSpans(Path(f"{tmp}/file.jsonl"), "b")),
             "sdk": traced_deliverer(spec, url, None, SdkSpans()),
         }
@@ -146,6 +156,8 @@ def main() -> None:
         "records_per_round": args.records,
         "rounds": args.rounds,
         "cpu_per_delivery_tracing_off": summary(samples["off"]),
+        # Tracing off, the sender's token on every delivery (sender identity).
+        "cpu_per_delivery_tracing_off_with_token": summary(samples["token"]),
         # The local stack's spans (delivery_spans.FileSpans, the span file written directly).
         "cpu_per_delivery_tracing_on": summary(samples["file"]),
         # The same spans through the OpenTelemetry SDK (as with an OTLP endpoint; before

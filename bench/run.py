@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench import cpu as cpu_mod
 from bench import floor as floor_mod
-from bench import load
+from bench import identity_cpu, load
 from minimart.local import stack
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
@@ -415,6 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     log.info("machine: %s", info)
 
+    # Sender identity's CPU per event (verify and mint, cold and cached), before the load.
+    identity_figures = identity_cpu.measure()
+    log.info("sender identity, CPU per event: %s", identity_figures)
+
     log.info("warming the stack up (%.0f s)", args.warm_up)
     load.warm_up(settings, seconds=args.warm_up)
     components = cpu_mod.stack_components(settings, plan)
@@ -501,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if r in rates and rates[r]["e2e_ms"]["p50"] and f.get("p50")
         },
         "hops_at_target_rate": target["hops"],
+        "identity": identity_figures,
         "targets": TARGETS,
         "rates": rates,
     }
@@ -514,5 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "product_cpu_ms_per_order", "emulator_cpu_ms_per_order", "floor_ratio_p50")  # fmt: skip
     headline = {k: results.get(k) for k in keys}
     headline["floor_ms"] = {"p50": floor_p50}
+    headline["identity_verify_us"] = {
+        k: identity_figures[f"cpu_per_event_verify_{k}"]["median_us"] for k in ("cold", "cached")
+    }
     print(json.dumps(headline, indent=2))
     return 0

@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Protocol
 
+from minimart import identity
 from minimart.adapters import postgres
 from minimart.adapters.kafka_publisher import KafkaPublisher, make_producer
 from minimart.adapters.mongo import MongoShipments, shipments_collection
@@ -68,6 +69,7 @@ class Container:
         notifications: NotificationOutbox | None = None,
         relay: OutboxRelay | None = None,
         records: RecordPublisher | None = None,
+        verifier: identity.Verifier | None = None,
         on_saga_closed: SagaClosed = _saga_closed,
     ) -> None:
         self.settings = settings
@@ -81,6 +83,7 @@ class Container:
             "notifications": notifications,
             "relay": relay,
             "records": records,
+            "verifier": verifier,
         }
         self.__dict__.update({name: value for name, value in given.items() if value is not None})
         self.inventory_uow = inventory_uow or self._postgres_inventory
@@ -128,6 +131,16 @@ class Container:
         return KafkaPublisher(make_producer(self.settings.kafka_bootstrap, "redrive"))
 
     @cached_property
+    def verifier(self) -> identity.Verifier:
+        """Checks who delivers to this function: the issuer's keys (fetched on first use,
+        then cached), this function's audience and the subjects its settings allow."""
+        s = self.settings
+        keys = identity.JwksKeys(identity.jwks_fetcher(s.oidc_jwks, s.oidc_jwks_bearer_file,
+                                                       s.oidc_ca_file))  # fmt: skip
+        subjects = {s.service_name: identity.parse_subjects(s.oidc_subjects)}
+        return identity.Verifier(keys, identity.Policy(s.oidc_issuer, subjects))
+
+    @cached_property
     def shipments(self) -> ShipmentStore:
         return MongoShipments(shipments_collection(self.settings.mongo_url))
 
@@ -169,6 +182,8 @@ class Container:
                 getattr(self, attribute)
             if service == "order":
                 self.relay.start()
+            else:  # fed by KafkaSources: the issuer's keys before the first delivery
+                self.verifier.warm_up()
 
 
 WARM_UP: Mapping[str, tuple[str, ...]] = {

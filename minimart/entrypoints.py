@@ -19,7 +19,7 @@ from cloudevents.http import CloudEvent
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from minimart import binding
+from minimart import binding, identity
 from minimart.bootstrap import STEPS, Container, bootstrap
 from minimart.catalog import InvalidEvent, parse
 from minimart.domain.saga import Contradiction
@@ -86,8 +86,22 @@ def decode_binary_attributes(cloud_event: CloudEvent, content_type: str | None) 
             cloud_event[name] = binding.header_text(value)
 
 
+def verify_sender(service: str, c: Container) -> None:
+    """Refuse a delivery whose sender is not proven (401) or not allowed (403), as
+    problem+json: the KafkaSource dead-letters either at once (minimart/identity.py)."""
+    try:
+        c.verifier.verify(service, flask.request.headers.get("Authorization"))
+    except identity.Refused as refused:
+        EVENTS_HANDLED.labels(service, "refused", refused.kind).inc()
+        log.warning("refusing a delivery to %s: %s", service, refused.detail)
+        response = problem(refused.status, refused.kind, "Sender refused", refused.detail)
+        response.headers["WWW-Authenticate"] = identity.www_authenticate(refused)
+        flask.abort(response)
+
+
 def handle_cloud_event(service: str, cloud_event: CloudEvent) -> None:
     c = container_of(flask.current_app)
+    verify_sender(service, c)
     decode_binary_attributes(cloud_event, flask.request.mimetype)
     attributes = cloud_event.get_attributes()
     # transport, then extension
@@ -166,6 +180,7 @@ def handle_dead_letter(request: flask.Request) -> Any:
     sink is healthy again (``minimart.handlers.redrive``); 503 while the sink is down, so the
     re-drive KafkaSource retries later; anything else is kept where it is, for a human."""
     c = container_of(flask.current_app)
+    verify_sender("redrive", c)
     event = binding.from_http(request.headers.items(), request.get_data())
     letter = redrive.DeadLetter(event.attributes, event.data)
     if not event.readable:

@@ -78,6 +78,8 @@ class KafkaSourceSpec:
     initial_offset: str
     ordering: str
     delivery: Delivery
+    # ``spec.sink.audience``: the audience of the tokens the source sends (None: no token).
+    sink_audience: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,7 @@ def load_topology(root: Path) -> Topology:
                 initial_offset=spec.get("initialOffset", "latest"),
                 ordering=spec.get("ordering", "ordered"),
                 delivery=_delivery(spec, sinks, where),
+                sink_audience=spec["sink"].get("audience"),
             )
         )
     return Topology(

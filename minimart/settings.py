@@ -130,6 +130,15 @@ class Settings:
     # a dead letter may go back through and whose /healthz is asked. "service=url,...": the
     # local runner derives it from the plan, k8s/functions/redrive.yaml spells it out.
     redrive_sinks: str = setting("MINIMART_REDRIVE_SINKS", "")
+    # Sender identity (minimart/identity.py): the token issuer and where its keys are (a URL,
+    # or a file: empty is the local issuer's, in the state dir), the subjects allowed to
+    # deliver to this function ("sub,..."; the local runner derives them from the manifests,
+    # k8s/functions/ spell them out), and in a cluster the pod's token and CA to fetch the keys.
+    oidc_issuer: str = setting("MINIMART_OIDC_ISSUER", "minimart-local-issuer")
+    oidc_jwks: str = setting("MINIMART_OIDC_JWKS", "")
+    oidc_subjects: str = setting("MINIMART_OIDC_SUBJECTS", "")
+    oidc_jwks_bearer_file: str = setting("MINIMART_OIDC_JWKS_BEARER_FILE", "")
+    oidc_ca_file: str = setting("MINIMART_OIDC_CA_FILE", "")
     # Knative sets K_SERVICE in every function's container.
     service_name: str = setting("MINIMART_SERVICE_NAME", "minimart", fallbacks=("K_SERVICE",))
 
@@ -142,10 +151,16 @@ class Settings:
             "mongo_url": f"mongodb://{self.host}:{self.mongo_port}/minimart",
             "redis_url": f"redis://{self.host}:{self.redis_port}/0",
             "kafka_bootstrap": f"{self.host}:{self.kafka_port}",
+            "oidc_jwks": str(self.identity_dir / "jwks.json"),
         }
         for name, value in derived.items():
             if not getattr(self, name):
                 object.__setattr__(self, name, value)
+
+    @property
+    def identity_dir(self) -> Path:
+        """Where the local issuer keeps its key pair (made by ``up``; never committed)."""
+        return self.state_dir / "identity"
 
     @property
     def redrive_sink_urls(self) -> dict[str, str]:

@@ -76,7 +76,15 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     if args.types:
         records = [r for r in records if r.event_type in set(args.types)]
     if args.http:
-        results = replay.replay_to_http(args.http, records, args.rate)
+        if not args.function:
+            print("replay --http needs --function NAME: the function the console's token is for")
+            return 2
+        as_console = (
+            replay.token_from(args.token_file)
+            if args.token_file
+            else replay.console_identity(settings, args.function)
+        )
+        results = replay.replay_to_http(args.http, records, args.rate, authorization=as_console)
         for result in results:
             print(f"  {result.status}  {result.event_id}  {result.body[:120]}")
         return 0 if all(200 <= r.status < 300 for r in results) else 1
@@ -172,6 +180,16 @@ def add_commands(sub: Any) -> None:
     rep.add_argument("file", type=Path)
     rep.add_argument("--rate", type=float, default=None, help="events per second (default: max)")
     rep.add_argument("--http", metavar="URL", help="POST to this function instead of Kafka")
+    rep.add_argument(
+        "--function", help="with --http: the function at URL (the audience of the console's token)"
+    )
+    rep.add_argument(
+        "--token-file",
+        type=Path,
+        help="with --http: send this token (in a cluster: `kubectl -n minimart create token "
+        "minimart-console --audience serving.knative.dev/service/minimart/NAME`) instead of "
+        "one of the local issuer",
+    )
     rep.add_argument("--type", action="append", dest="types", help="only these event types")
     rep.set_defaults(run=_replay)
 

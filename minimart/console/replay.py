@@ -27,7 +27,7 @@ from typing import Any
 import urllib3
 from kafka import KafkaProducer, TopicPartition
 
-from minimart import kafka_clients
+from minimart import identity, kafka_clients
 from minimart.binding import (
     STRUCTURED_CONTENT_TYPE,
     STRUCTURED_DATA,
@@ -269,22 +269,41 @@ def replay_to_http(
     records: Sequence[RecordedEvent],
     rate: float | None = None,
     source_name: str = "replay",
+    authorization: Callable[[], str] | None = None,
 ) -> list[HttpReplay]:
-    """POST each record to ``url`` as the dispatcher would (binary-mode CloudEvent)."""
+    """POST each record to ``url`` as the dispatcher would (binary-mode CloudEvent), with
+    the ``Authorization`` that ``authorization`` gives (``console_identity``): a function
+    refuses a delivery without one."""
     pool = urllib3.PoolManager(num_pools=1, maxsize=1, retries=False)
     results = []
     try:
         for rec in _paced(records, rate):
             event = to_event(source_name, rec)
-            response = pool.request(
-                "POST", url, body=event.body, headers=event.http_headers(), timeout=30.0
-            )
+            headers = event.http_headers()
+            if authorization is not None:
+                headers["Authorization"] = authorization()
+            response = pool.request("POST", url, body=event.body, headers=headers, timeout=30.0)
             results.append(
                 HttpReplay(rec.event_id, response.status, response.data.decode("utf-8", "replace"))
             )
     finally:
         pool.clear()
     return results
+
+
+def console_identity(settings: Settings, function: str) -> identity.TokenMinter:
+    """The console's own identity towards ``function`` (``identity.CONSOLE_SUBJECT``): tokens
+    of the local issuer, whose key pair ``up`` made in the state dir."""
+    issuer = identity.LocalIssuer(settings.identity_dir, settings.oidc_issuer)
+    audience = identity.audience_of(function)
+    return identity.TokenMinter(issuer.signing_key(), identity.CONSOLE_SUBJECT, audience)
+
+
+def token_from(path: Path) -> Callable[[], str]:
+    """The console's identity as a token issued elsewhere (a cluster's TokenRequest), read
+    once from ``path``."""
+    header = identity.BEARER + path.read_text().strip()
+    return lambda: header
 
 
 @dataclass(frozen=True)

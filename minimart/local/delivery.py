@@ -275,8 +275,12 @@ class Deliverer:
         sink_url: str,
         dead_letters: DeadLetterSink | None,
         sleep: Callable[[threading.Event, float], bool] | None = None,
+        authorization: Callable[[], str] | None = None,
     ) -> None:
         self.spec = spec
+        # The sender's token (minimart/identity.py TokenMinter): an Authorization header on
+        # every attempt, as Knative's dispatcher sends its OIDC token; None: no header.
+        self._authorization = authorization
         self.sink_url = sink_url
         self._dead_letters = dead_letters
         self._timeout_s = spec.delivery.attempt_timeout_s
@@ -286,8 +290,11 @@ class Deliverer:
         return SinkConnection(self.sink_url, self._timeout_s)
 
     def attempt(self, conn: SinkConnection, event: OutgoingEvent, number: int = 1) -> Attempt:
+        headers = event.http_headers()
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization()
         try:
-            status, body = conn.post(event.body, event.http_headers())
+            status, body = conn.post(event.body, headers)
         except (OSError, httptools.HttpParserError) as exc:
             return Attempt(status=0, error=f"{type(exc).__name__}: {exc}")
         return Attempt(status=status, body=body)

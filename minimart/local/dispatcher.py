@@ -40,7 +40,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -54,6 +54,7 @@ from confluent_kafka import (
 )
 from prometheus_client import Gauge, start_http_server
 
+from minimart import identity
 from minimart.binding import KafkaRecord
 from minimart.kafka_clients import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
 from minimart.local.delivery import (
@@ -203,6 +204,7 @@ class KafkaSourceDispatcher:
         settings: Settings,
         watchdog_s: float = WATCHDOG_SESSIONS * SESSION_TIMEOUT_MS / 1000,
         spans: DeliverySpans | None = None,
+        authorization: Callable[[], str] | None = None,
     ) -> None:
         if spec.ordering != "ordered":
             log.warning("%s: ordering %r is delivered as ordered", spec.name, spec.ordering)
@@ -227,9 +229,9 @@ class KafkaSourceDispatcher:
             KafkaDeadLetterSink(self._new_producer) if spec.delivery.dead_letter_topic else None
         )
         self._deliverer: Deliverer | TracedDeliverer = (
-            Deliverer(spec, sink_url, self._dead_letters)
+            Deliverer(spec, sink_url, self._dead_letters, authorization=authorization)
             if spans is None
-            else traced_deliverer(spec, sink_url, self._dead_letters, spans)
+            else traced_deliverer(spec, sink_url, self._dead_letters, spans, authorization)
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -503,6 +505,17 @@ class KafkaSourceDispatcher:
             log.info("%s: released %s", self.spec.name, sorted(w.tp for w in workers))
 
 
+def source_identity(spec: KafkaSourceSpec, settings: Settings) -> identity.TokenMinter | None:
+    """The tokens the source sends, as Knative's KafkaSource with ``authentication-oidc``: of
+    its own ServiceAccount, for its sink's audience, from the local issuer (``up`` made its
+    key pair); none when the manifest gives the sink no audience."""
+    if spec.sink_audience is None:
+        return None
+    issuer = identity.LocalIssuer(settings.identity_dir, settings.oidc_issuer)
+    subject = identity.source_subject(spec.name)
+    return identity.TokenMinter(issuer.signing_key(), subject, spec.sink_audience)
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m minimart.local.dispatcher",
@@ -524,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = Settings.from_env()
     spans = open_spans(settings)  # its Kafka spans are made by TracedDeliverer
     spec = load_topology(PROJECT_ROOT).source(args.source)
+    authorization = source_identity(spec, settings)
     stopping = threading.Event()
     current: list[KafkaSourceDispatcher] = []
 
@@ -539,7 +553,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         start_http_server(args.metrics_port, addr=settings.host)
     try:
         while not stopping.is_set():
-            current[:] = [KafkaSourceDispatcher(spec, args.sink_url, settings, spans=spans)]
+            current[:] = [
+                KafkaSourceDispatcher(
+                    spec, args.sink_url, settings, spans=spans, authorization=authorization
+                )
+            ]
             try:
                 current[0].run()
             except DispatcherStalled as exc:  # a new consumer joins the group afresh

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import requests
 
+from minimart import identity
 from minimart.local import servers
 from minimart.local.servers import process
 from minimart.local.servers.base import child_env
@@ -123,6 +124,11 @@ def plan_stack(settings: Settings, topology: Topology | None = None) -> StackPla
         redrive = replace(by_service[REDRIVE], env=(("MINIMART_REDRIVE_SINKS", sinks),))
         functions[functions.index(by_service[REDRIVE])] = redrive
         by_service[REDRIVE] = redrive
+    for service, subjects in allowed_senders(topology).items():
+        if service in by_service:
+            fn = by_service[service]
+            fed = replace(fn, env=(*fn.env, ("MINIMART_OIDC_SUBJECTS", ",".join(subjects))))
+            functions[functions.index(fn)] = by_service[service] = fed
     dispatchers = []
     for index, source in enumerate(topology.sources):
         if source.sink_service not in by_service:
@@ -136,6 +142,19 @@ def plan_stack(settings: Settings, topology: Topology | None = None) -> StackPla
             )
         )
     return StackPlan(tuple(functions), tuple(dispatchers))
+
+
+def allowed_senders(topology: Topology) -> dict[str, tuple[str, ...]]:
+    """Who may deliver to each function a KafkaSource feeds: the ServiceAccounts of the
+    sources the manifests declare for it (as Knative names them), and the ops console
+    (``minimart replay --http``); k8s/functions/ spell the same out for the cluster."""
+    allowed: dict[str, list[str]] = {}
+    for source in topology.sources:
+        allowed.setdefault(source.sink_service, []).append(identity.source_subject(source.name))
+    return {
+        service: (*sorted(subjects), identity.CONSOLE_SUBJECT)
+        for service, subjects in allowed.items()
+    }
 
 
 def signature_of(main: Path) -> str:
@@ -305,6 +324,7 @@ class Stack:
         servers: Servers | None = None,
         probe: Probe | None = None,
         code: Callable[[], str] = code_hash,
+        issuer: Callable[[], bool] | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
         poll_s: float = STARTING_POLL_S,
     ) -> None:
@@ -314,6 +334,9 @@ class Stack:
         self.servers: Servers = servers or LocalServers(settings)
         self.probe: Probe = probe or HttpProbe()
         self._code = code
+        # The local token issuer's key pair (the cluster's ServiceAccount issuer stands here).
+        self._issuer = issuer or identity.LocalIssuer(settings.identity_dir,
+                                                      settings.oidc_issuer).create  # fmt: skip
         self._ready_timeout_s = ready_timeout_s
         self._poll_s = poll_s
 
@@ -339,6 +362,8 @@ class Stack:
         ``reload``: every function restarts by itself when its code changes (``reloading``);
         a later ``up`` without it puts them back."""
         started = list(self.servers.ensure_up(INFRASTRUCTURE))
+        if self._issuer():
+            log.info("made the local token issuer's key pair in %s", self.settings.identity_dir)
         sup = self.supervisor
         programs = self.planned_programs(reload)
         with sup.lock("stack"):

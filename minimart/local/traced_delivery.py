@@ -11,7 +11,7 @@ attempt count are read from the ``DeliveryResult`` the delivery returns.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from opentelemetry.trace import SpanKind
@@ -170,10 +170,11 @@ class TracedDeliverer:
 
 def traced_deliverer(
     spec: KafkaSourceSpec, sink_url: str, dead_letters: DeadLetterSink | None,
-    spans: DeliverySpans,
+    spans: DeliverySpans, authorization: Callable[[], str] | None = None,
 ) -> TracedDeliverer:  # fmt: skip
     """A ``Deliverer`` of ``spec`` to ``sink_url`` whose records, attempts and dead letters
     (if it has a dead-letter sink) are spans of ``spans``."""
     current = _Current()
     sink = None if dead_letters is None else TracedDeadLetterSink(dead_letters, spans, current)
-    return TracedDeliverer(Deliverer(spec, sink_url, sink), spans, current)
+    deliverer = Deliverer(spec, sink_url, sink, authorization=authorization)
+    return TracedDeliverer(deliverer, spans, current)

@@ -82,11 +82,27 @@ def run_options(service: str) -> list[str]:
     options += ["--security-opt", "no-new-privileges"]
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
+        if "projected" in volumes[mount["name"]]:  # the issuer's keys: keys_options
+            continue
         empty_dir = volumes[mount["name"]]["emptyDir"]
         size = empty_dir.get("sizeLimit", "64Mi").replace("Mi", "m")
         uid = security["runAsUser"]
         options += ["--tmpfs", f"{mount['mountPath']}:rw,size={size},uid={uid},gid={uid}"]
     return options
+
+
+def keys_options(service: str, settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """Where the pod reads the token issuer's keys (its projected ``oidc-keys`` volume: in a
+    cluster the pod's token and CA to ask the API server), the local issuer's public keys
+    (never its private key), read-only; ``docker run`` options and the environment."""
+    pod, container = _pod_container(service)
+    projected = {v["name"] for v in pod.get("volumes", []) if "projected" in v}
+    for mount in container.get("volumeMounts", []):
+        if mount["name"] in projected:
+            inside = f"{mount['mountPath']}/jwks.json"
+            jwks = settings.identity_dir / "jwks.json"
+            return ["--volume", f"{jwks}:{inside}:ro"], {"MINIMART_OIDC_JWKS": inside}
+    return [], {}
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +122,14 @@ def containers(images: None, running_stack: Settings) -> Iterator[dict[str, str]
                 for k, v in stack.function_program(fn, settings, code).env.items()
                 if k not in HOST_ONLY and (k.startswith(("MINIMART_", "OTEL_")) or k == "HOME")
             }
+            keys, keys_env = keys_options(fn.service, settings)
+            env.update(keys_env)
             env_args = [arg for k, v in sorted(env.items()) for arg in ("--env", f"{k}={v}")]
             name = f"minimart-{fn.service}"
             _docker("rm", "-f", name)
             _docker(
                 "run", "--detach", "--name", name, "--network", "host",
-                *run_options(fn.service), *env_args, f"minimart-{fn.service}:local",
+                *run_options(fn.service), *keys, *env_args, f"minimart-{fn.service}:local",
                 "python", "-m", "minimart.serve", "--target", "handle",
                 "--source", f"functions/{fn.service}/main.py", "--signature-type", fn.signature,
                 "--host", "127.0.0.1", "--port", str(fn.port),

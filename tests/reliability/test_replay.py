@@ -105,14 +105,15 @@ def test_recorded_run_replayed_over_http_straight_to_inventory(
                                  EventType.PAYMENT_REFUNDED, EventType.ORDER_CONFIRMED)
                }  # fmt: skip
     mine = [r for r in records if r.event_type in accepts]
-    first = replay.replay_to_http(inventory, mine[:1])  # order.created: the saga starts
+    as_console = replay.console_identity(running_stack, "inventory")
+    first = replay.replay_to_http(inventory, mine[:1], authorization=as_console)  # the saga starts
     assert [r.status for r in first] == [200], first
     assert client.wait_final(order_id, timeout=60)["status"] == "CANCELLED"
     assert_books(running_stack, [order_id], skus)
     settle(running_stack)
     before = snapshot(running_stack, [order_id], skus)
     for _ in range(2):
-        results = replay.replay_to_http(inventory, mine, rate=100)
+        results = replay.replay_to_http(inventory, mine, rate=100, authorization=as_console)
         assert all(r.status == 200 for r in results), results
     settle(running_stack)  # inventory re-published its outcomes: the others have seen them
     assert snapshot(running_stack, [order_id], skus) == before

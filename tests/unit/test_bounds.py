@@ -34,7 +34,14 @@ from minimart.limits import (
     unsafe_text,
 )
 from minimart.settings import PROJECT_ROOT, Settings, SettingsError
-from tests.unit.test_functions import SAGA_FUNCTIONS, Fakes, create_app, order_facts
+from tests import tokens
+from tests.unit.test_functions import (
+    SAGA_FUNCTIONS,
+    Fakes,
+    create_app,
+    order_facts,
+    sent_by_its_source,
+)
 
 MB = 1024 * 1024
 EVENT_FUNCTIONS = (*SAGA_FUNCTIONS, "redrive")
@@ -60,6 +67,7 @@ def fake_container(apps: dict[str, flask.Flask], settings: Settings) -> Containe
         orders_uow=lambda: fakes.orders,
         shipments=fakes.shipments,
         notifications=fakes.notifications,
+        verifier=tokens.verifier(),
     )
     for app in apps.values():
         use_container(app, c)
@@ -73,7 +81,7 @@ def container(apps: dict[str, flask.Flask]) -> Container:
 
 @pytest.fixture
 def client(apps: dict[str, flask.Flask], container: Container) -> Callable[[str], FlaskClient]:
-    return lambda name: apps[name].test_client()
+    return lambda name: sent_by_its_source(apps[name].test_client(), name)
 
 
 def limit_of(name: str, settings: Settings) -> int:
@@ -208,6 +216,7 @@ def test_a_chunked_body_within_the_limit_is_handed_on_whole(
     headers, data = to_binary(build(created, "test"))
     environ = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
     environ["CONTENT_TYPE"] = headers["content-type"]
+    environ["HTTP_AUTHORIZATION"] = tokens.bearer("inventory")
 
     status, _, answer = call_wsgi(
         apps["inventory"],
@@ -224,7 +233,7 @@ def test_the_limit_is_inclusive_and_comes_from_settings(
 ) -> None:
     settings = Settings(max_event_bytes=1_000, max_request_bytes=1_000)
     fake_container(apps, settings)
-    client = apps[name].test_client()
+    client = sent_by_its_source(apps[name].test_client(), name)
     headers = ce_headers() if name != "order" else {"content-type": "application/json"}
 
     at_limit = client.post(target(name), headers=headers, data=b" " * 1_000)

@@ -38,8 +38,9 @@ from minimart.entrypoints import decode_binary_attributes, use_container
 from minimart.handlers.ports import OrderRecord
 from minimart.limits import BIGINT_MAX, unsafe_text
 from minimart.settings import PROJECT_ROOT, Settings
+from tests import tokens
 from tests.fakes import FakeOrders
-from tests.unit.test_functions import SAGA_FUNCTIONS, Fakes, create_app
+from tests.unit.test_functions import SAGA_FUNCTIONS, Fakes, create_app, sent_by_its_source
 
 EVENT_FUNCTIONS = (*SAGA_FUNCTIONS, "redrive")
 BOUNDED = hypothesis.settings(
@@ -88,6 +89,7 @@ def apps() -> dict[str, flask.Flask]:
         orders_uow=lambda: orders,
         shipments=fakes.shipments,
         notifications=fakes.notifications,
+        verifier=tokens.verifier(),
     )
     for app in built.values():
         use_container(app, container)
@@ -268,7 +270,9 @@ def well_formed(name: str, headers: dict[str, str], body: bytes) -> bool:
 def _throw(apps: dict[str, flask.Flask], name: str, delivery: tuple[dict[str, str], bytes]) -> None:
     headers, body = delivery
     before = len(PUBLISHED)
-    response = apps[name].test_client().post("/", headers=headers, data=body)
+    # Sent as the function's KafkaSource sends: past the sender check, to the edge under test.
+    client = sent_by_its_source(apps[name].test_client(), name)
+    response = client.post("/", headers=headers, data=body)
     assert_storable(PUBLISHED[before:])
     if response.status_code >= 500 and name != "redrive" and well_formed(name, headers, body):
         hypothesis.event("a valid event met a state its step refuses (5xx): not input")

@@ -16,6 +16,7 @@ from minimart.bootstrap import bootstrap
 from minimart.catalog import envelope_problem
 from minimart.entrypoints import use_container
 from minimart.settings import PROJECT_ROOT, Settings
+from tests import tokens
 from tests.fakes import FakeInventory, FakePublisher
 
 
@@ -65,12 +66,14 @@ def test_a_broken_envelope_is_a_400_with_its_reason_and_changes_nothing(
 ) -> None:
     publisher, inventory = FakePublisher(), FakeInventory({"SKU-1001": 5})
     use_container(app, bootstrap(Settings(), tracing=False, publisher=publisher,
-                                 inventory_uow=lambda: inventory))  # fmt: skip
+                                 inventory_uow=lambda: inventory,
+                                 verifier=tokens.verifier()))  # fmt: skip
     doc = BROKEN[case](_base(str(uuid.uuid4())))
 
     response = app.test_client().post(
-        "/", data=json.dumps(doc), headers={"Content-Type": "application/cloudevents+json"}
-    )
+        "/", data=json.dumps(doc), headers={"Content-Type": "application/cloudevents+json",
+                                            "Authorization": tokens.bearer("inventory")},
+    )  # fmt: skip
 
     assert response.status_code == 400, response.data
     assert response.mimetype == "application/problem+json"
@@ -82,12 +85,14 @@ def test_the_same_event_with_its_envelope_whole_is_taken(app: flask.Flask) -> No
     """The control: every case above differs from this one by its break alone."""
     publisher, inventory = FakePublisher(), FakeInventory({"SKU-1001": 5})
     use_container(app, bootstrap(Settings(), tracing=False, publisher=publisher,
-                                 inventory_uow=lambda: inventory))  # fmt: skip
+                                 inventory_uow=lambda: inventory,
+                                 verifier=tokens.verifier()))  # fmt: skip
     doc = {**_base(str(uuid.uuid4())), "time": "2026-12-06T20:00:00.123Z"}
 
     response = app.test_client().post(
-        "/", data=json.dumps(doc), headers={"Content-Type": "application/cloudevents+json"}
-    )
+        "/", data=json.dumps(doc), headers={"Content-Type": "application/cloudevents+json",
+                                            "Authorization": tokens.bearer("inventory")},
+    )  # fmt: skip
 
     assert response.status_code == 200, response.data
     assert len(publisher.published) == 1

@@ -33,6 +33,7 @@ from minimart.entrypoints import use_container
 from minimart.handlers.ports import OrderRecord
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
+from tests import tokens
 from tests.fakes import (
     FakeIntake,
     FakeInventory,
@@ -64,7 +65,15 @@ def apps() -> dict[str, flask.Flask]:
 
 @pytest.fixture
 def client(apps: dict[str, flask.Flask]) -> Callable[[str], FlaskClient]:
-    return lambda name: apps[name].test_client()
+    return lambda name: sent_by_its_source(apps[name].test_client(), name)
+
+
+def sent_by_its_source(client: FlaskClient, name: str) -> FlaskClient:
+    """``client`` sending what the KafkaSource of function ``name`` sends: its token (the
+    order ingress is public: no token)."""
+    if name != "order":
+        client.environ_base["HTTP_AUTHORIZATION"] = tokens.bearer(name)
+    return client
 
 
 @dataclass
@@ -98,6 +107,7 @@ def container(apps: dict[str, flask.Flask], fakes: Fakes) -> Container:
         orders_uow=lambda: fakes.orders,  # read per event: a test may replace it
         shipments=fakes.shipments,
         notifications=fakes.notifications,
+        verifier=tokens.verifier(),
     )
     for app in apps.values():
         use_container(app, c)
@@ -420,14 +430,14 @@ def test_apps_of_several_functions_coexist_in_one_process(
     # Building another app re-executes a module named "main"; the earlier apps keep theirs.
     late_app = create_app("inventory", "cloudevent")
     use_container(late_app, container)
-    late = late_app.test_client()
+    late = sent_by_its_source(late_app.test_client(), "inventory")
     order_id = new_id()
     captured = create_event(
         EventType.PAYMENT_CAPTURED, {**order_facts(order_id), "paymentId": payment_id(order_id)}
     )
 
     refused = post(late, captured)
-    handled = post(apps["shipping"].test_client(), captured)
+    handled = post(sent_by_its_source(apps["shipping"].test_client(), "shipping"), captured)
 
     assert refused.status_code == 400
     assert b"inventory does not handle payment.captured events" in refused.data

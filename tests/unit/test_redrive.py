@@ -12,6 +12,7 @@ from typing import Any
 import flask
 import functions_framework
 import pytest
+from flask.testing import FlaskClient
 
 from minimart.bootstrap import STEPS, bootstrap
 from minimart.catalog import REDRIVES_EXTENSION, EventType
@@ -26,6 +27,7 @@ from minimart.handlers.redrive import (
     transient,
 )
 from minimart.settings import PROJECT_ROOT, Settings
+from tests import tokens
 
 SINK = "http://127.0.0.1:18084"
 SINKS = DeclaredSinks({"inventory": SINK}, {"inventory": STEPS["inventory"].accepts})
@@ -183,8 +185,18 @@ def _app(declared: str, records: _Records) -> flask.Flask:
     app: flask.Flask = functions_framework.create_app(  # type: ignore[no-untyped-call]
         "handle", str(source), "http"
     )
-    use_container(app, bootstrap(Settings(redrive_sinks=declared), tracing=False, records=records))
+    use_container(app, bootstrap(Settings(redrive_sinks=declared), tracing=False, records=records,
+                                 verifier=tokens.verifier()))  # fmt: skip
+    app.test_client_class = _SentByRedriveSource
     return app
+
+
+class _SentByRedriveSource(FlaskClient):
+    """A client that sends what redrive-source sends: its token."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.environ_base["HTTP_AUTHORIZATION"] = tokens.bearer("redrive")
 
 
 def _binary(code: str | None, destination: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from minimart import identity
 from minimart.local import stack
 from minimart.local.servers import ALL as SERVERS
 from minimart.local.servers.supervision import Program, ProgramInfo
@@ -173,7 +174,8 @@ def fake_stack(sup: FakeSupervisor | None = None, plan: StackPlan | None = None)
     plan = plan or small_plan()
     return Stack(
         SETTINGS, plan=plan, supervisor=sup, servers=FakeServers(sup),
-        probe=FakeProbe(sup, plan), code=lambda: "c0de", ready_timeout_s=0.2, poll_s=0.001,
+        probe=FakeProbe(sup, plan), code=lambda: "c0de", issuer=lambda: False,
+        ready_timeout_s=0.2, poll_s=0.001,
     )  # fmt: skip
 
 
@@ -326,3 +328,34 @@ def test_not_ready_names_the_programs_that_do_not_answer() -> None:
     assert stack_.not_ready() == ["kafka", "fn-payment"]
     with pytest.raises(TimeoutError, match=r"not ready after 0s: kafka, fn-payment$"):
         stack_.wait_ready(timeout=0)
+
+
+def test_each_fed_function_is_told_who_may_deliver_to_it() -> None:
+    topology = load_topology(PROJECT_ROOT)
+    plan = stack.plan_stack(SETTINGS, topology)
+
+    for source in topology.sources:
+        env = dict(plan.function(source.sink_service).env)
+        allowed = identity.parse_subjects(env["MINIMART_OIDC_SUBJECTS"])
+        assert identity.source_subject(source.name) in allowed
+        assert allowed - {identity.CONSOLE_SUBJECT} == {
+            identity.source_subject(s.name)
+            for s in topology.sources
+            if s.sink_service == source.sink_service
+        }
+    assert "MINIMART_OIDC_SUBJECTS" not in dict(plan.function("order").env)  # public
+
+
+def test_up_makes_the_token_issuer_before_any_function_starts() -> None:
+    sup = FakeSupervisor()
+    plan = small_plan()
+    seen: list[list[tuple[str, tuple[str, ...]]]] = []
+    stack_ = Stack(
+        SETTINGS, plan=plan, supervisor=sup, servers=FakeServers(sup),
+        probe=FakeProbe(sup, plan), code=lambda: "c0de",
+        issuer=lambda: bool(seen.append(verbs(sup))), ready_timeout_s=0.2, poll_s=0.001,
+    )  # fmt: skip
+
+    stack_.up()
+
+    assert seen == [[]]  # once, before anything was started
