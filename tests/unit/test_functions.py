@@ -701,8 +701,9 @@ READERS = {t.topic: sorted({s.sink_service for s in SOURCES if t.topic in s.topi
 
 @pytest.mark.parametrize("kind", junk.KINDS, ids=lambda k: k.__name__)
 def test_every_junk_record_is_refused_by_every_reader_of_its_topic(
-    apps: dict[str, flask.Flask], container: Container, kind: junk.Kind
+    client: Callable[[str], FlaskClient], container: Container, kind: junk.Kind
 ) -> None:
+    """Sent with its source's valid token: the refusal is about the record itself."""
     rng = random.Random(kind.__name__)
     for topic, readers in READERS.items():
         for _ in range(8):
@@ -710,22 +711,19 @@ def test_every_junk_record_is_refused_by_every_reader_of_its_topic(
             record = KafkaRecord(topic, 0, 7, 1_700_000_000_000, b"k", bad.value, bad.headers)
             event = to_event("test-source", record)
             for reader in readers:
-                response = (
-                    apps[reader]
-                    .test_client()
-                    .post("/", data=event.body, headers=event.http_headers())
+                response = client(reader).post("/", data=event.body, headers=event.http_headers())
+                refused = 400 <= response.status_code < 500 and response.status_code not in (
+                    401,
+                    403,
                 )
-                assert 400 <= response.status_code < 500, (kind.__name__, topic, reader,
-                                                           response.status_code, bad)  # fmt: skip
+                assert refused, (kind.__name__, topic, reader, response.status_code, bad)
 
 
 def test_the_conformance_junk_is_refused(
-    apps: dict[str, flask.Flask], container: Container
+    client: Callable[[str], FlaskClient], container: Container
 ) -> None:
     for bad in junk.conformance_junk(EventType.ORDER_CREATED):
         record = KafkaRecord(EventType.ORDER_CREATED.topic, 0, 1, 0, b"k", bad.value, bad.headers)
         event = to_event("test-source", record)
-        response = (
-            apps["inventory"].test_client().post("/", data=event.body, headers=event.http_headers())
-        )
+        response = client("inventory").post("/", data=event.body, headers=event.http_headers())
         assert response.status_code == 400, bad
