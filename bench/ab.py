@@ -34,6 +34,7 @@ is recorded with each measurement.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -417,7 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     log.info("A/B %s: base %s vs head %s", info, revisions["base"], revisions["head"])
     sides = {"head": head, "base": base}
-    everything = [*head.components, *base.components]
+    # Named per side: the two stacks' components share their names (fn-order, kafka, ...).
+    everything = [
+        dataclasses.replace(c, name=f"{side.label}/{c.name}")
+        for side in (head, base)
+        for c in side.components
+    ]
     runs: list[list[dict[str, dict[str, Any]]]] = []
     floor_p50: list[float] = []
     floors: list[dict[str, Any]] = []

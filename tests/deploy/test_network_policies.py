@@ -5,7 +5,8 @@ Service with the labels and queue-proxy ports a revision's pod gets, the observa
 and the system pods of the releases kind-up.sh installs that talk to them, with the namespaces
 and labels of those releases at knative-v1.23.0, plus two pods nobody vouches for (one in the
 namespace, one elsewhere). ``netpol`` computes every admitted (source, destination, port); the
-test compares it with EXPECTED, the design written out by hand (docs/security.md, "Kafka and the stores locked down").
+test compares it with EXPECTED, the design written out by hand (docs/security.md, "Kafka and
+the stores locked down").
 The mutation tests show the comparison fails when a policy goes or is widened.
 """
 

@@ -114,3 +114,12 @@ def test_a_window_is_idle_only_with_little_outside_cpu_and_steal() -> None:
     assert not busy["idle"] and busy["outside_cpu_pct_of_a_core"] == 52.5  # a neighbour
     stolen = verdict(busy_s=20.0, steal_s=2.0, total_s=40.0, measured_s=19.5, wall_s=20.0)
     assert not stolen["idle"] and stolen["steal_pct"] == 5.0
+
+
+def test_the_outside_meter_refuses_two_components_of_one_name() -> None:
+    """Both stacks name their components alike: counted under one name, one side's CPU would
+    be called outside load (it was, in the first run of 2026-12-06)."""
+    from bench.outside import OutsideLoad
+
+    with pytest.raises(ValueError, match="named apart"):
+        OutsideLoad([Component("fn-order", FUNCTION, 1), Component("fn-order", FUNCTION, 2)])
