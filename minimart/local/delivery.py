@@ -143,12 +143,13 @@ class KafkaDeadLetterSink:
 class _Response:
     """httptools' callbacks for one response."""
 
-    __slots__ = ("body", "close", "complete")
+    __slots__ = ("answered", "body", "close", "complete")
 
     def __init__(self) -> None:
         self.body: list[bytes] = []
         self.close = False
         self.complete = False
+        self.answered = False  # some bytes of the answer came back
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == b"connection" and value.strip().lower() == b"close":
@@ -207,18 +208,34 @@ class SinkConnection:
         lines.extend(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items())
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
         lines.append(body)
+        request = b"".join(lines)
+        reused = self._sock is not None
         response = _Response()
+        try:
+            return self._exchange(request, response, deadline)
+        except (ConnectionResetError, BrokenPipeError):
+            # A kept-alive socket the sink had given up on without a word: it answered the
+            # previous request before reading all of its body (a 413) and dropped the rest of
+            # the stream. As urllib3 does, a reused connection that fails before any byte of an
+            # answer is tried once more on a new one (a duplicate delivery at worst: steps are
+            # idempotent); anything else is this attempt's failure.
+            if not reused or response.answered:
+                raise
+            return self._exchange(request, _Response(), deadline)
+
+    def _exchange(self, request: bytes, response: _Response, deadline: float) -> tuple[int, bytes]:
         parser = httptools.HttpResponseParser(response)
         sock = self._socket(deadline)
         try:
             sock.settimeout(_left(deadline))
-            sock.sendall(b"".join(lines))
+            sock.sendall(request)
             while not response.complete:
                 sock.settimeout(_left(deadline))
                 chunk = sock.recv(65536)
                 if not chunk:
                     raise ConnectionResetError("the sink closed the connection")
                 parser.feed_data(chunk)
+                response.answered = True
         except BaseException:
             self.close()
             raise
