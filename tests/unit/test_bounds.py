@@ -17,10 +17,9 @@ from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from flask.testing import FlaskClient
 
-from minimart.bootstrap import Container, bootstrap
+from minimart.bootstrap import Container
 from minimart.catalog import SCHEMAS, Event, EventType, InvalidEvent, build, parse
 from minimart.domain.orders import OrderLimits, parse_order_request
-from minimart.entrypoints import use_container
 from minimart.limits import (
     BIGINT_MAX,
     DEAD_LETTER_MARGIN_BYTES,
@@ -41,6 +40,7 @@ from tests.unit.test_functions import (
     create_app,
     order_facts,
     sent_by_its_source,
+    serve,
 )
 
 MB = 1024 * 1024
@@ -56,22 +56,7 @@ def apps() -> dict[str, flask.Flask]:
 
 
 def fake_container(apps: dict[str, flask.Flask], settings: Settings) -> Container:
-    fakes = Fakes()
-    c = bootstrap(
-        settings,
-        tracing=False,
-        publisher=fakes.publisher,
-        intake=fakes.intake,
-        inventory_uow=lambda: fakes.inventory,
-        payments_uow=lambda: fakes.payments,
-        orders_uow=lambda: fakes.orders,
-        shipments=fakes.shipments,
-        notifications=fakes.notifications,
-        verifier=tokens.verifier(),
-    )
-    for app in apps.values():
-        use_container(app, c)
-    return c
+    return serve(apps, Fakes().container(settings))
 
 
 @pytest.fixture

@@ -31,16 +31,21 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from minimart.bootstrap import STEPS, bootstrap
+from minimart.bootstrap import STEPS
 from minimart.catalog import EventType, parse
 from minimart.domain.orders import OrderStatus
-from minimart.entrypoints import decode_binary_attributes, use_container
+from minimart.entrypoints import decode_binary_attributes
 from minimart.handlers.ports import OrderRecord
 from minimart.limits import BIGINT_MAX, unsafe_text
-from minimart.settings import PROJECT_ROOT, Settings
-from tests import tokens
+from minimart.settings import PROJECT_ROOT
 from tests.fakes import FakeOrders
-from tests.unit.test_functions import SAGA_FUNCTIONS, Fakes, create_app, sent_by_its_source
+from tests.unit.test_functions import (
+    SAGA_FUNCTIONS,
+    Fakes,
+    create_app,
+    sent_by_its_source,
+    serve,
+)
 
 EVENT_FUNCTIONS = (*SAGA_FUNCTIONS, "redrive")
 BOUNDED = hypothesis.settings(
@@ -79,20 +84,7 @@ def apps() -> dict[str, flask.Flask]:
     built["redrive"] = create_app("redrive", "http")
     fakes, orders = Fakes(), EveryOrder()
     fakes.publisher.published = PUBLISHED
-    container = bootstrap(
-        Settings(),
-        tracing=False,
-        publisher=fakes.publisher,
-        intake=fakes.intake,
-        inventory_uow=lambda: fakes.inventory,
-        payments_uow=lambda: fakes.payments,
-        orders_uow=lambda: orders,
-        shipments=fakes.shipments,
-        notifications=fakes.notifications,
-        verifier=tokens.verifier(),
-    )
-    for app in built.values():
-        use_container(app, container)
+    serve(built, fakes.container(orders=orders))
     return built
 
 

@@ -30,7 +30,7 @@ from minimart.catalog import Event, EventType, build, derived_event_id
 from minimart.domain.orders import OrderStatus
 from minimart.domain.rules import label_id, payment_id
 from minimart.entrypoints import use_container
-from minimart.handlers.ports import OrderRecord
+from minimart.handlers.ports import OrderRecord, OrderUnitOfWork
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests import tokens
@@ -88,6 +88,32 @@ class Fakes:
     shipments: FakeShipments = field(default_factory=FakeShipments)
     notifications: FakeNotifications = field(default_factory=FakeNotifications)
 
+    def container(
+        self, settings: Settings | None = None, orders: OrderUnitOfWork | None = None
+    ) -> Container:
+        """A container of these fakes (and the test issuer's verifier); nothing connects.
+        The orders unit of work is read per event (a test may replace ``self.orders``)
+        unless ``orders`` is given."""
+        return bootstrap(
+            settings or Settings(),
+            tracing=False,
+            publisher=self.publisher,
+            intake=self.intake,
+            inventory_uow=lambda: self.inventory,
+            payments_uow=lambda: self.payments,
+            orders_uow=(lambda: orders) if orders is not None else (lambda: self.orders),
+            shipments=self.shipments,
+            notifications=self.notifications,
+            verifier=tokens.verifier(),
+        )
+
+
+def serve(apps: dict[str, flask.Flask], c: Container) -> Container:
+    """Every app of ``apps`` served with ``c``."""
+    for app in apps.values():
+        use_container(app, c)
+    return c
+
 
 @pytest.fixture
 def fakes() -> Fakes:
@@ -97,21 +123,7 @@ def fakes() -> Fakes:
 @pytest.fixture
 def container(apps: dict[str, flask.Flask], fakes: Fakes) -> Container:
     """A container of fakes, serving every app; nothing connects."""
-    c = bootstrap(
-        Settings(),
-        tracing=False,
-        publisher=fakes.publisher,
-        intake=fakes.intake,
-        inventory_uow=lambda: fakes.inventory,
-        payments_uow=lambda: fakes.payments,
-        orders_uow=lambda: fakes.orders,  # read per event: a test may replace it
-        shipments=fakes.shipments,
-        notifications=fakes.notifications,
-        verifier=tokens.verifier(),
-    )
-    for app in apps.values():
-        use_container(app, c)
-    return c
+    return serve(apps, fakes.container())
 
 
 def publisher(c: Container) -> FakePublisher:
