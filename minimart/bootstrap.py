@@ -24,7 +24,14 @@ from minimart.adapters.outbox_relay import Outbox, OutboxRelay
 from minimart.adapters.redis_streams import RedisNotifications, make_client
 from minimart.catalog import Event, EventType
 from minimart.domain.orders import OrderLimits, OrderStatus
-from minimart.handlers import inventory, notification, order_status, payment, shipping
+from minimart.handlers import (
+    inventory,
+    notification,
+    order_status,
+    payment,
+    redrive,
+    shipping,
+)
 from minimart.handlers.orders import OrderIntake
 from minimart.handlers.payment import PaymentPolicy
 from minimart.handlers.ports import (
@@ -131,6 +138,14 @@ class Container:
         return KafkaPublisher(make_producer(self.settings.kafka_bootstrap, "redrive"))
 
     @cached_property
+    def redrive_sinks(self) -> redrive.DeclaredSinks:
+        """The sinks a dead letter may go back through (the manifests', by the settings),
+        with the event types each one's step accepts: read once, like every setting."""
+        urls = self.settings.redrive_sink_urls
+        accepts = {name: STEPS[name].accepts for name in urls if name in STEPS}
+        return redrive.DeclaredSinks(urls, accepts)
+
+    @cached_property
     def verifier(self) -> identity.Verifier:
         """Checks who delivers to this function: the issuer's keys (fetched on first use,
         then cached), this function's audience and the subjects its settings allow."""
@@ -189,7 +204,8 @@ class Container:
 WARM_UP: Mapping[str, tuple[str, ...]] = {
     "order": ("orders_pool", "intake", "publisher"),
     "order-status": ("orders_pool", "publisher"),
-    "redrive": ("records",),  # it publishes dead letters again (minimart.entrypoints)
+    # it publishes dead letters again (minimart.entrypoints), through the sinks declared
+    "redrive": ("records", "redrive_sinks"),
     "inventory": ("inventory_pool", "publisher"),
     "payment": ("payments_pool", "publisher"),
     "shipping": ("shipments", "publisher"),

@@ -79,7 +79,7 @@ def decode_binary_attributes(cloud_event: CloudEvent, content_type: str | None) 
     encodes space, ``"``, ``%`` and non-ASCII. Structured mode carries the attributes in JSON,
     which is not encoded.
     """
-    if (content_type or "").startswith("application/cloudevents"):
+    if (content_type or "").startswith(binding.STRUCTURED_CONTENT_TYPE):
         return
     for name, value in list(cloud_event.get_attributes().items()):
         if isinstance(value, str) and ("%" in value or value[:1] == '"'):
@@ -165,14 +165,6 @@ def _handle(service: str, cloud_event: CloudEvent, c: Container) -> None:
     STEP_SECONDS.labels(service, event.type.short).observe(time.perf_counter() - started)
 
 
-def declared_sinks(c: Container) -> redrive.DeclaredSinks:
-    """The sinks a dead letter may go back through: the manifests' (settings), with the
-    event types each one's step accepts."""
-    urls = c.settings.redrive_sink_urls
-    accepts = {name: STEPS[name].accepts for name in urls if name in STEPS}
-    return redrive.DeclaredSinks(urls, accepts)
-
-
 def handle_dead_letter(request: flask.Request) -> Any:
     """The re-drive function (an HTTP function: it reads every letter itself, a letter that
     is no valid CloudEvent too, and never refuses one, so nothing it reads is dead-lettered
@@ -186,7 +178,7 @@ def handle_dead_letter(request: flask.Request) -> Any:
     if not event.readable:
         decision = redrive.Decision(redrive.Verdict.KEEP, "not a CloudEvent")
     else:
-        sinks = declared_sinks(c)
+        sinks = c.redrive_sinks
         decision = redrive.decide(
             letter, sinks=sinks, sink_healthy=lambda name: _healthy(sinks.urls[name])
         )
