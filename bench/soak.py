@@ -210,24 +210,20 @@ class JunkProducer:
         return sum(len(self.readers[topic]) for _, topic, _ in self.sent)
 
 
-def _dead_letter_ends(settings: Settings) -> dict[str, int]:
-    return replay.end_offsets(settings, DEAD_LETTER_TOPICS)
-
-
 def _redrive_caught_up(settings: Settings, timeout_s: float) -> bool:
     """Wait until the source reading the dead-letter topic has committed up to its end."""
-    (source,) = (s for s in load_topology(PROJECT_ROOT).sources if DEAD_LETTER_TOPIC in s.topics)
+    sources = [s for s in load_topology(PROJECT_ROOT).sources if DEAD_LETTER_TOPIC in s.topics]
     admin = kafka_clients.admin(settings.kafka_bootstrap, client_id="soak-drain")
+    consumer = kafka_clients.consumer(settings.kafka_bootstrap, group_id=None)
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            committed = admin.list_consumer_group_offsets(source.consumer_group)
-            done = sum(o.offset for tp, o in committed.items() if tp.topic == DEAD_LETTER_TOPIC)
-            if done >= _dead_letter_ends(settings)[DEAD_LETTER_TOPIC]:
+            if not replay.partitions_behind(admin, consumer, sources):
                 return True
             time.sleep(1.0)
         return False
     finally:
+        consumer.close()
         admin.close()
 
 
@@ -243,9 +239,9 @@ def junk_report(settings: Settings, producer: JunkProducer) -> dict[str, Any]:
             break
         time.sleep(2.0)
     caught_up = _redrive_caught_up(settings, timeout_s=300.0)
-    ends = _dead_letter_ends(settings)
+    ends = replay.end_offsets(settings, DEAD_LETTER_TOPICS)
     caught_up_again = _redrive_caught_up(settings, timeout_s=60.0)
-    ends_again = _dead_letter_ends(settings)
+    ends_again = replay.end_offsets(settings, DEAD_LETTER_TOPICS)
     codes = Counter(x.code or "none" for x in letters)
     return {
         "sent": len(producer.sent),

@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from kafka import TopicPartition
-
 from minimart import kafka_clients
 from minimart.catalog import EventType, derived_event_id
-from minimart.console.replay import RecordedEvent
+from minimart.console.replay import RecordedEvent, partitions_behind
 from minimart.domain.rules import label_id, payment_id
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
@@ -24,20 +22,7 @@ def wait_drained(settings: Settings, timeout: float = 60.0) -> None:
     try:
         deadline = time.monotonic() + timeout
         while True:
-            behind = []
-            for source in topology.sources:
-                group = source.consumer_group
-                committed = admin.list_consumer_group_offsets(group)
-                tps = [
-                    TopicPartition(topic, p)
-                    for topic in source.topics
-                    for p in sorted(consumer.partitions_for_topic(topic) or ())
-                ]
-                ends = consumer.end_offsets(tps)
-                for tp in tps:
-                    done = committed.get(tp)
-                    if ends[tp] > (done.offset if done is not None else 0):
-                        behind.append(f"{source.name} {tp.topic}[{tp.partition}]")
+            behind = partitions_behind(admin, consumer, topology.sources)
             if not behind:
                 return
             if time.monotonic() > deadline:

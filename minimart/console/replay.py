@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from minimart import identity, kafka_clients
 from minimart.binding import (
@@ -36,6 +36,7 @@ from minimart.binding import (
     to_event,
 )
 from minimart.catalog import DEAD_LETTER_TOPICS, ERROR_EXTENSIONS, PARKED_TOPIC, EventType
+from minimart.manifests import KafkaSourceSpec
 from minimart.settings import Settings
 
 SAGA_TOPICS: tuple[str, ...] = tuple(t.topic for t in EventType)
@@ -188,6 +189,27 @@ def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
         return {t: sum(n for tp, n in ends.items() if tp.topic == t) for t in topics}
     finally:
         consumer.close()
+
+
+def partitions_behind(
+    admin: KafkaAdminClient, consumer: KafkaConsumer, sources: Iterable[KafkaSourceSpec]
+) -> list[str]:
+    """Each partition a source's consumer group has not committed to the end of, as
+    ``"<source> <topic>[<partition>]"`` (none: every source has caught up)."""
+    behind = []
+    for source in sources:
+        committed = admin.list_consumer_group_offsets(source.consumer_group)
+        tps = [
+            TopicPartition(topic, p)
+            for topic in source.topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        ends = consumer.end_offsets(tps)
+        for tp in tps:
+            done = committed.get(tp)
+            if ends[tp] > (done.offset if done is not None else 0):
+                behind.append(f"{source.name} {tp.topic}[{tp.partition}]")
+    return behind
 
 
 def record(
