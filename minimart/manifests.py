@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,8 @@ class KafkaSourceSpec:
     delivery: Delivery
     # ``spec.sink.audience``: the audience of the tokens the source sends (None: no token).
     sink_audience: str | None = None
+    # The Secret of its Kafka principal (``spec.net.sasl.user``; None: it has none).
+    kafka_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class FunctionService:
     function: str
     public: bool
     produces: tuple[str, ...] = ()
+    # The Secret its container's MINIMART_KAFKA_USER comes from (None: it has none).
+    kafka_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ class Topology:
     sources: tuple[KafkaSourceSpec, ...]
     services: Mapping[str, FunctionService]
     dead_letter_sinks: Mapping[str, str]
+    # KafkaSink name -> the Secret of its Kafka principal (``spec.auth.secret.ref``).
+    sink_secrets: Mapping[str, str] = field(default_factory=dict)
 
     def source(self, name: str) -> KafkaSourceSpec:
         for spec in self.sources:
@@ -138,6 +144,27 @@ def _delivery(spec: Mapping[str, Any], sinks: Mapping[str, str], where: str) -> 
     )
 
 
+def _secret_of_env(document: Mapping[str, Any], variable: str) -> str | None:
+    """The Secret a Knative Service's containers read ``variable`` from, if any."""
+    containers = (((document.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers"
+    ) or []
+    for container in containers:
+        for item in container.get("env") or []:
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if item.get("name") == variable and ref:
+                return str(ref["name"])
+    return None
+
+
+def _sasl_secret(spec: Mapping[str, Any]) -> str | None:
+    """The Secret a KafkaSource's ``net.sasl.user`` comes from, when SASL is enabled."""
+    sasl = (spec.get("net") or {}).get("sasl") or {}
+    if not sasl.get("enable"):
+        return None
+    return str(sasl["user"]["secretKeyRef"]["name"])
+
+
 def _function_service(document: Mapping[str, Any]) -> FunctionService:
     metadata = document["metadata"]
     labels = metadata.get("labels") or {}
@@ -147,6 +174,7 @@ def _function_service(document: Mapping[str, Any]) -> FunctionService:
         function=annotations.get("minimart.dev/function", metadata["name"]),
         public=labels.get("networking.knative.dev/visibility") != "cluster-local",
         produces=tuple(t for t in annotations.get("minimart.dev/produces", "").split(",") if t),
+        kafka_secret=_secret_of_env(document, "MINIMART_KAFKA_USER"),
     )
 
 
@@ -154,6 +182,7 @@ def load_topology(root: Path) -> Topology:
     """The topology declared by ``root/eventing`` and ``root/k8s``."""
     topics: dict[str, int] = {}
     sinks: dict[str, str] = {}
+    sink_secrets: dict[str, str] = {}
     raw_sources: list[tuple[Path, dict[str, Any]]] = []
     services: dict[str, FunctionService] = {}
     for folder in (root / "eventing", root / "k8s"):
@@ -166,6 +195,9 @@ def load_topology(root: Path) -> Topology:
                 topics.update({t: int(n) for t, n in (document.get("data") or {}).items()})
             elif kind == "KafkaSink":
                 sinks[name] = document["spec"]["topic"]
+                auth = ((document["spec"].get("auth") or {}).get("secret") or {}).get("ref")
+                if auth:
+                    sink_secrets[name] = str(auth["name"])
             elif kind == "KafkaSource":
                 raw_sources.append((path, document))
             elif kind == "Service" and document.get("apiVersion", "").startswith("serving.knative"):
@@ -190,6 +222,7 @@ def load_topology(root: Path) -> Topology:
                 ordering=spec.get("ordering", "ordered"),
                 delivery=_delivery(spec, sinks, where),
                 sink_audience=spec["sink"].get("audience"),
+                kafka_secret=_sasl_secret(spec),
             )
         )
     return Topology(
@@ -197,4 +230,5 @@ def load_topology(root: Path) -> Topology:
         sources=tuple(sources),
         services=services,
         dead_letter_sinks=sinks,
+        sink_secrets=sink_secrets,
     )

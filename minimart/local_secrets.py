@@ -1,0 +1,71 @@
+"""The local stack's stand-ins for the cluster's Secrets: generated once in the state dir.
+
+A cluster's Secrets are made by ``make kind-up``; the local runner makes the same Secrets (same
+names, same keys) as files under ``<state_dir>/secrets``, readable by this user only, never in
+the repository. A Secret, once made, is kept: the servers were provisioned with it. Two
+processes asking for the same new Secret at once get the same one (the file is created
+whole, by a hard link that fails if it exists; the loser reads the winner's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+PASSWORD_BYTES = 24
+
+
+def random_password() -> str:
+    """A password safe in a URL, a JAAS config and a shell word (URL-safe base64)."""
+    return secrets.token_urlsafe(PASSWORD_BYTES)
+
+
+class LocalSecrets:
+    """Secrets as JSON files (``<name>.json``, mode 0600) in ``folder`` (mode 0700)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"not a Secret name: {name!r}")
+        return self.folder / f"{name}.json"
+
+    def read(self, name: str) -> dict[str, str] | None:
+        """The Secret ``name``, or None if it was never made."""
+        try:
+            data = json.loads(self.path(name).read_text())
+        except FileNotFoundError:
+            return None
+        return {str(k): str(v) for k, v in data.items()}
+
+    def ensure(
+        self, name: str, fixed: Mapping[str, str], generated: tuple[str, ...]
+    ) -> dict[str, str]:
+        """The Secret ``name``, made now if missing with ``fixed`` values and a random password
+        for each key of ``generated``; keys added since it was made are added to it."""
+        wanted = {**fixed, **{key: "" for key in generated}}
+        current = self.read(name)
+        if current is not None and wanted.keys() <= current.keys():
+            return current
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.folder, 0o700)
+        value = {**fixed, **{key: random_password() for key in generated}, **(current or {})}
+        path = self.path(name)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(value, handle, indent=1, sort_keys=True)
+        if current is not None:
+            os.replace(temporary, path)
+            return value
+        try:  # a link appears whole or not at all, and never replaces another process's
+            os.link(temporary, path)
+        except FileExistsError:
+            return self.ensure(name, fixed, generated)
+        finally:
+            temporary.unlink()
+        return value
