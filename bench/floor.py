@@ -25,6 +25,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
+from minimart import kafka_clients, local_secrets
 from minimart.adapters.kafka_publisher import make_producer
 from minimart.kafka_clients import FETCH_LIMITS
 from minimart.local import stack
@@ -69,7 +70,9 @@ class FloorResult:
 
 class Floor:
     def __init__(self, settings: Settings, hops: int, partitions: int, threads: str) -> None:
-        self.settings = settings
+        # Its topics and groups are its own: it runs as the broker's super user (SCRAM or PLAIN
+        # costs only at connection time).
+        self.settings = local_secrets.with_admin_credentials(settings)
         self.hops = hops
         self.partitions = partitions
         self.threads = threads
@@ -81,7 +84,10 @@ class Floor:
         return f"{self.prefix}.h{hop}"
 
     def _admin(self) -> KafkaAdminClient:
-        return KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        return KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, **self._sasl())
+
+    def _sasl(self) -> dict[str, Any]:
+        return kafka_clients.auth(kafka_clients.credentials_of(self.settings))
 
     def start(self) -> None:
         admin = self._admin()
@@ -158,6 +164,7 @@ class Floor:
         consumer = KafkaConsumer(
             self.topic(self.hops),
             bootstrap_servers=self.settings.kafka_bootstrap,
+            **self._sasl(),
             group_id=None,
             auto_offset_reset="latest",
             fetch_max_wait_ms=10,
@@ -168,7 +175,11 @@ class Floor:
             consumer.poll(timeout_ms=100)
         consumer.seek_to_end()
         consumer.poll(timeout_ms=0)
-        producer = make_producer(self.settings.kafka_bootstrap, "bench-floor")
+        producer = make_producer(
+            self.settings.kafka_bootstrap,
+            "bench-floor",
+            kafka_clients.credentials_of(self.settings),
+        )
         latencies: list[float] = []
         expected = round(rate * seconds)
         done = threading.Event()

@@ -30,6 +30,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from bench import labelled_results
+from minimart import kafka_clients, local_secrets
 from minimart.settings import Settings
 
 OUT = Path(__file__).with_name("kafka_clients.json")
@@ -37,9 +38,9 @@ VALUE = b"x" * 600  # the size of a typical minimart event body (no compression)
 SEND_GAP_S = 0.005
 
 
-def _consume(bootstrap: str, topics: list[str], seconds: float, out: Any) -> None:
+def _consume(config: dict[str, Any], topics: list[str], seconds: float, out: Any) -> None:
     consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **config,
         group_id=f"bench-client-{uuid.uuid4().hex}",
         enable_auto_commit=False,
         auto_offset_reset="latest",
@@ -60,15 +61,15 @@ def _consume(bootstrap: str, topics: list[str], seconds: float, out: Any) -> Non
 
 
 def consumer_cpu(
-    bootstrap: str, topics: list[str], rate: float, seconds: float
+    config: dict[str, Any], topics: list[str], rate: float, seconds: float
 ) -> dict[str, float]:
     results: Any = multiprocessing.Queue()
     child = multiprocessing.Process(
-        target=_consume, args=(bootstrap, topics, seconds + 3.0, results), daemon=True
+        target=_consume, args=(config, topics, seconds + 3.0, results), daemon=True
     )
     child.start()
     results.get(timeout=60)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = KafkaProducer(**config, acks="all", linger_ms=0)
     began = time.monotonic()
     sent = 0
     while (now := time.monotonic()) - began < seconds:
@@ -88,10 +89,8 @@ def consumer_cpu(
     }
 
 
-def producer_cpu(bootstrap: str, topic: str, linger_ms: int, sends: int) -> float:
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=linger_ms, metrics_enabled=False
-    )
+def producer_cpu(config: dict[str, Any], topic: str, linger_ms: int, sends: int) -> float:
+    producer = KafkaProducer(**config, acks="all", linger_ms=linger_ms, metrics_enabled=False)
     for _ in range(50):
         producer.send(topic, key=uuid.uuid4().bytes, value=VALUE).get(10)
     began = time.process_time()
@@ -113,10 +112,15 @@ def main() -> None:
     parser.add_argument("--label", default=f"kafka-python {kafka.__version__}")
     args = parser.parse_args()
 
-    bootstrap = Settings.from_env().kafka_bootstrap
+    # Throwaway topics and groups: the broker's super user's.
+    settings = local_secrets.with_admin_credentials(Settings.from_env())
+    config = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        **kafka_clients.auth(kafka_clients.credentials_of(settings)),
+    }
     run = uuid.uuid4().hex[:8]
     topics = [f"bench.client.{run}.{i}" for i in range(args.topics)]
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(**config)
     try:
         admin.create_topics([NewTopic(t, args.partitions, 1) for t in topics])
         time.sleep(1.0)
@@ -128,10 +132,10 @@ def main() -> None:
                 "topics": args.topics,
                 "partitions": args.partitions,
                 "rate": args.rate,
-                **consumer_cpu(bootstrap, topics, args.rate, args.seconds),
+                **consumer_cpu(config, topics, args.rate, args.seconds),
             },
             "producer_cpu_us_per_acked_send": {
-                f"linger_ms={linger}": producer_cpu(bootstrap, topics[0], linger, args.sends)
+                f"linger_ms={linger}": producer_cpu(config, topics[0], linger, args.sends)
                 for linger in (0, 1)
             },
         }

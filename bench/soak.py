@@ -213,8 +213,12 @@ class JunkProducer:
 def _redrive_caught_up(settings: Settings, timeout_s: float) -> bool:
     """Wait until the source reading the dead-letter topic has committed up to its end."""
     sources = [s for s in load_topology(PROJECT_ROOT).sources if DEAD_LETTER_TOPIC in s.topics]
-    admin = kafka_clients.admin(settings.kafka_bootstrap, client_id="soak-drain")
-    consumer = kafka_clients.consumer(settings.kafka_bootstrap, group_id=None)
+    admin = kafka_clients.admin(
+        settings.kafka_bootstrap, kafka_clients.credentials_of(settings), client_id="soak-drain"
+    )
+    consumer = kafka_clients.consumer(
+        settings.kafka_bootstrap, kafka_clients.credentials_of(settings), group_id=None
+    )
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -16,7 +16,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Protocol
 
-from minimart import identity
+from minimart import identity, kafka_clients
 from minimart.adapters import postgres
 from minimart.adapters.kafka_publisher import KafkaPublisher, make_producer
 from minimart.adapters.mongo import MongoShipments, shipments_collection
@@ -129,13 +129,23 @@ class Container:
 
     @cached_property
     def publisher(self) -> Publisher:
-        producer = make_producer(self.settings.kafka_bootstrap, self.settings.service_name)
+        producer = make_producer(
+            self.settings.kafka_bootstrap,
+            self.settings.service_name,
+            kafka_clients.credentials_of(self.settings),
+        )
         return KafkaPublisher(producer, inject_headers=otel.kafka_header_injector())
 
     @cached_property
     def records(self) -> RecordPublisher:
         """Records published as they are: the redrive function's dead letters."""
-        return KafkaPublisher(make_producer(self.settings.kafka_bootstrap, "redrive"))
+        return KafkaPublisher(
+            make_producer(
+                self.settings.kafka_bootstrap,
+                "redrive",
+                kafka_clients.credentials_of(self.settings),
+            )
+        )
 
     @cached_property
     def redrive_sinks(self) -> redrive.DeclaredSinks:

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import sys
 
+from minimart import local_secrets
 from minimart.console import commands as console
 from minimart.console import orders
 from minimart.console.client import OrderClient
@@ -60,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    settings = settings_for(args, Settings.from_env())
+    # kafka-python warns at every SASL login over SASL_PLAINTEXT: the local broker listens on
+    # loopback only (a cluster's broker is behind its NetworkPolicies).
+    logging.getLogger("kafka.sasl").setLevel(logging.ERROR)
+    # On the local stack the console is minimart-console to Kafka (its Secret in the state
+    # dir); given MINIMART_KAFKA_USER (a cluster's console), that one.
+    settings = local_secrets.with_console_credentials(settings_for(args, Settings.from_env()))
     return int(args.run(args, settings))
 
 

@@ -30,6 +30,9 @@ SECRET_PREFIX = "kafka-"  # noqa: S105 (a name prefix, not a password)
 MECHANISM = "SCRAM-SHA-512"
 PROTOCOL = "SASL_PLAINTEXT"
 ADMIN = "minimart-admin"
+# The administrator's mechanism: PLAIN, checked against the broker's own JAAS entry, so that
+# it exists before any SCRAM credential (which only the administrator can make) does.
+ADMIN_MECHANISM = "PLAIN"
 CONSOLE = "minimart-console"
 TOPICS_JOB = "minimart-topics"
 

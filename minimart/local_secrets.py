@@ -9,11 +9,24 @@ whole, by a hard link that fails if it exists; the loser reads the winner's).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+
+from minimart.kafka_access import (
+    ADMIN,
+    ADMIN_MECHANISM,
+    CONSOLE,
+    MECHANISM,
+    PROTOCOL,
+    principal_of,
+    secret_of,
+)
+from minimart.kafka_clients import KafkaCredentials
+from minimart.settings import Settings
 
 PASSWORD_BYTES = 24
 
@@ -69,3 +82,62 @@ class LocalSecrets:
         finally:
             temporary.unlink()
         return value
+
+
+def of(settings: Settings) -> LocalSecrets:
+    """The Secrets of the local stack of ``settings`` (its state dir)."""
+    return LocalSecrets(settings.state_dir / "secrets")
+
+
+def kafka_secret(secrets: LocalSecrets, name: str) -> dict[str, str]:
+    """The Kafka Secret ``name`` (``kafka-<principal>``, the keys a cluster's has), made now if
+    missing."""
+    fixed = {
+        "user": principal_of(name, f"Secret {name}"),
+        "sasl.mechanism": MECHANISM,
+        "protocol": PROTOCOL,
+    }
+    return secrets.ensure(name, fixed, ("password",))
+
+
+def kafka_credentials(secrets: LocalSecrets, principal: str) -> KafkaCredentials:
+    """What ``principal`` presents to the local broker."""
+    secret = kafka_secret(secrets, secret_of(principal))
+    return KafkaCredentials(secret["user"], secret["password"], secret["sasl.mechanism"])
+
+
+def admin_credentials(secrets: LocalSecrets) -> KafkaCredentials:
+    """The local broker's super user's (PLAIN, checked against the broker's JAAS entry)."""
+    secret = kafka_secret(secrets, secret_of(ADMIN))
+    return KafkaCredentials(secret["user"], secret["password"], ADMIN_MECHANISM)
+
+
+def with_console_credentials(settings: Settings) -> Settings:
+    """``settings`` as the ops console uses them on the local stack: when no Kafka user was
+    given, the console's principal from the state dir (if the stack made one)."""
+    if settings.kafka_user:
+        return settings
+    secret = of(settings).read(secret_of(CONSOLE))
+    if secret is None:
+        return settings
+    return dataclasses.replace(
+        settings,
+        kafka_user=secret["user"],
+        kafka_password=secret["password"],
+        kafka_sasl_mechanism=secret["sasl.mechanism"],
+    )
+
+
+def with_admin_credentials(settings: Settings) -> Settings:
+    """``settings`` whose Kafka principals (its own and its dead letters') are the local
+    broker's super user: for benchmarks and tests that run minimart's clients on throwaway
+    topics no manifest declares."""
+    admin = admin_credentials(of(settings))
+    return dataclasses.replace(
+        settings,
+        kafka_user=admin.user,
+        kafka_password=admin.password,
+        kafka_sasl_mechanism=admin.mechanism,
+        dead_letter_kafka_user=admin.user,
+        dead_letter_kafka_password=admin.password,
+    )

@@ -79,9 +79,18 @@ class Key:
     fallbacks: tuple[str, ...] = ()
 
 
-def setting(env: str, default: Any, parse: Parser = _text, fallbacks: tuple[str, ...] = ()) -> Any:
-    """A field of ``Settings`` read from ``env`` (unset or empty: ``default``)."""
-    return dataclasses.field(default=default, metadata={"key": Key(env, parse, fallbacks)})
+def setting(
+    env: str,
+    default: Any,
+    parse: Parser = _text,
+    fallbacks: tuple[str, ...] = (),
+    secret: bool = False,
+) -> Any:
+    """A field of ``Settings`` read from ``env`` (unset or empty: ``default``); a ``secret``
+    one is left out of the settings' repr (and so out of logs and tracebacks)."""
+    return dataclasses.field(
+        default=default, repr=not secret, metadata={"key": Key(env, parse, fallbacks)}
+    )
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,18 @@ class Settings:
     oidc_subjects: str = setting("MINIMART_OIDC_SUBJECTS", "")
     oidc_jwks_bearer_file: str = setting("MINIMART_OIDC_JWKS_BEARER_FILE", "")
     oidc_ca_file: str = setting("MINIMART_OIDC_CA_FILE", "")
+    # This process's Kafka principal (SASL, minimart/kafka_access.py): a function's comes from
+    # its own Secret (k8s/functions/), a local process's from the runner (the state dir's
+    # secrets). Empty user: no SASL, which the broker refuses.
+    kafka_user: str = setting("MINIMART_KAFKA_USER", "")
+    kafka_password: str = setting("MINIMART_KAFKA_PASSWORD", "", secret=True)
+    kafka_sasl_mechanism: str = setting("MINIMART_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    # The local dispatcher writes its source's dead letters as the KafkaSink would, under the
+    # sink's principal (in a cluster, the sink's own data plane holds that Secret).
+    dead_letter_kafka_user: str = setting("MINIMART_DEAD_LETTER_KAFKA_USER", "")
+    dead_letter_kafka_password: str = setting(
+        "MINIMART_DEAD_LETTER_KAFKA_PASSWORD", "", secret=True
+    )
     # Knative sets K_SERVICE in every function's container.
     service_name: str = setting("MINIMART_SERVICE_NAME", "minimart", fallbacks=("K_SERVICE",))
 

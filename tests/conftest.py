@@ -12,7 +12,7 @@ import pytest
 
 from minimart.console.client import OrderClient
 from minimart.settings import Settings
-from tests.stack import bring_up, tear_down
+from tests.stack import bring_up, console_settings, tear_down
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,7 +31,7 @@ def fuzz_records(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings.from_env()
+    return console_settings(Settings.from_env())
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,12 @@ from minimart.settings import PROJECT_ROOT, Settings
 def wait_drained(settings: Settings, timeout: float = 60.0) -> None:
     """Return once every KafkaSource's consumer group has committed up to its topics' end."""
     topology = load_topology(PROJECT_ROOT)
-    admin = kafka_clients.admin(settings.kafka_bootstrap, client_id="drain")
-    consumer = kafka_clients.consumer(settings.kafka_bootstrap, group_id=None)
+    admin = kafka_clients.admin(
+        settings.kafka_bootstrap, kafka_clients.credentials_of(settings), client_id="drain"
+    )
+    consumer = kafka_clients.consumer(
+        settings.kafka_bootstrap, kafka_clients.credentials_of(settings), group_id=None
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:

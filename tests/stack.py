@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import psycopg
+from kafka import KafkaProducer
 
+from minimart import kafka_clients, local_secrets
+from minimart.kafka_access import CONSOLE, secret_of
+from minimart.kafka_clients import KafkaCredentials
 from minimart.local import stack
 from minimart.local.servers.kafka_broker import jars_present
 from minimart.manifests import load_topology
@@ -25,6 +29,38 @@ T = TypeVar("T")
 def bring_up(settings: Settings) -> list[str]:
     """Start whatever of the stack is not running yet; the names started (to stop later)."""
     return stack.up(settings)
+
+
+def console_settings(settings: Settings) -> Settings:
+    """``settings`` as the ops console's on the local stack: Kafka's ``minimart-console``
+    principal (its Secret made now if the stack has not made it yet; ``up`` provisions the
+    same). The console may read every topic and write those a function writes (a replay), so
+    the tests that write records of their own do it as the console."""
+    local_secrets.kafka_secret(local_secrets.of(settings), secret_of(CONSOLE))
+    return local_secrets.with_console_credentials(settings)
+
+
+def kafka_admin(settings: Settings) -> KafkaCredentials:
+    """The broker's super user: for the tests of a dispatcher on topics of their own."""
+    return local_secrets.admin_credentials(local_secrets.of(settings))
+
+
+def as_kafka_admin(settings: Settings) -> Settings:
+    """``settings`` as the broker's super user: a dispatcher under test reads and writes topics
+    no manifest declares."""
+    return local_secrets.with_admin_credentials(settings)
+
+
+def sasl(settings: Settings) -> dict[str, object]:
+    """kafka-python's SASL configuration for ``settings``' Kafka principal."""
+    return kafka_clients.auth(kafka_clients.credentials_of(settings))
+
+
+def producer(settings: Settings, **config: object) -> KafkaProducer:
+    """A producer (acks=all) under ``settings``' Kafka principal."""
+    return kafka_clients.producer(
+        settings.kafka_bootstrap, kafka_clients.credentials_of(settings), "tests", **config
+    )
 
 
 def tear_down(settings: Settings, started: list[str]) -> None:

@@ -15,6 +15,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from cloudevents.kafka import to_binary
 
+from minimart import kafka_clients
 from minimart.adapters.kafka_publisher import make_producer
 from minimart.settings import Settings
 
@@ -27,7 +28,11 @@ def _get_producer() -> Any:
     with _lock:
         if _producer is None:
             settings = Settings.from_env()
-            _producer = make_producer(settings.kafka_bootstrap, settings.service_name)
+            _producer = make_producer(
+                settings.kafka_bootstrap,
+                settings.service_name,
+                kafka_clients.credentials_of(settings),
+            )
         return _producer
 
 

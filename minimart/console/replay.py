@@ -148,6 +148,7 @@ def read_topics(
     """Every record of ``topics`` from the beginning to the current end (no consumer group)."""
     consumer = kafka_clients.consumer(
         settings.kafka_bootstrap,
+        kafka_clients.credentials_of(settings),
         enable_auto_commit=False,
         group_id=None,
         fetch_max_wait_ms=50,
@@ -181,7 +182,9 @@ def read_topics(
 
 def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
     """Each topic's end offset summed over its partitions: how many records it ever held."""
-    consumer = kafka_clients.consumer(settings.kafka_bootstrap, group_id=None)
+    consumer = kafka_clients.consumer(
+        settings.kafka_bootstrap, kafka_clients.credentials_of(settings), group_id=None
+    )
     try:
         parts = [TopicPartition(t, p) for t in topics
                  for p in sorted(consumer.partitions_for_topic(t) or ())]  # fmt: skip
@@ -250,7 +253,11 @@ def _paced(records: Sequence[RecordedEvent], rate: float | None) -> Iterator[Rec
 
 def new_producer(settings: Settings, client_id: str = "minimart-replay") -> KafkaProducer:
     return kafka_clients.producer(
-        settings.kafka_bootstrap, client_id, linger_ms=5, max_block_ms=15_000
+        settings.kafka_bootstrap,
+        kafka_clients.credentials_of(settings),
+        client_id,
+        linger_ms=5,
+        max_block_ms=15_000,
     )
 
 

@@ -54,7 +54,7 @@ from confluent_kafka import (
 )
 from prometheus_client import Gauge, start_http_server
 
-from minimart import identity
+from minimart import identity, kafka_clients
 from minimart.binding import KafkaRecord
 from minimart.kafka_clients import FETCH_MAX_BYTES, MAX_PARTITION_FETCH_BYTES
 from minimart.local.delivery import (
@@ -306,6 +306,7 @@ class KafkaSourceDispatcher:
                 "on_commit": self._on_commit,
                 "logger": logging.getLogger("librdkafka"),
                 "log.connection.close": False,
+                **kafka_clients.librdkafka_auth(kafka_clients.credentials_of(self.settings)),
             }
         )
 
@@ -318,6 +319,9 @@ class KafkaSourceDispatcher:
                 "linger.ms": 0,
                 "logger": logging.getLogger("librdkafka"),
                 "log.connection.close": False,
+                **kafka_clients.librdkafka_auth(
+                    kafka_clients.dead_letter_credentials_of(self.settings)
+                ),
             }
         )
 

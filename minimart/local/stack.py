@@ -15,11 +15,12 @@ The module functions (``up(settings)`` ...) are that stack with the real collabo
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 import requests
 
-from minimart import identity
+from minimart import identity, local_secrets
 from minimart.local import servers
 from minimart.local.servers import process
 from minimart.local.servers.base import child_env
@@ -66,6 +67,7 @@ class FunctionProcess:
     port: int
     host: str
     env: tuple[tuple[str, str], ...] = ()  # what this function alone is told
+    kafka_secret: str | None = None  # its Kafka principal's Secret (its manifest's)
 
     @property
     def process_name(self) -> str:
@@ -82,6 +84,8 @@ class DispatcherProcess:
     sink_url: str
     metrics_port: int
     host: str  # where its metrics listen
+    # The Secret of the dead-letter KafkaSink it writes dead letters as (its manifest's).
+    dead_letter_secret: str | None = None
 
     @property
     def process_name(self) -> str:
@@ -111,8 +115,16 @@ def plan_stack(settings: Settings, topology: Topology | None = None) -> StackPla
         else:
             port = settings.function_port_base + others.index(folder)
         main = folder / "main.py"
+        manifest = topology.services.get(folder.name)
         functions.append(
-            FunctionProcess(folder.name, main, signature_of(main), port, settings.host)
+            FunctionProcess(
+                folder.name,
+                main,
+                signature_of(main),
+                port,
+                settings.host,
+                kafka_secret=manifest.kafka_secret if manifest else None,
+            )
         )
     by_service = {fn.service: fn for fn in functions}
     sinks = ",".join(
@@ -139,6 +151,14 @@ def plan_stack(settings: Settings, topology: Topology | None = None) -> StackPla
                 sink_url=by_service[source.sink_service].url + "/",
                 metrics_port=settings.function_port_base + 100 + index,
                 host=settings.host,
+                dead_letter_secret=next(
+                    (
+                        topology.sink_secrets.get(sink)
+                        for sink, topic in topology.dead_letter_sinks.items()
+                        if topic == source.delivery.dead_letter_topic
+                    ),
+                    None,
+                ),
             )
         )
     return StackPlan(tuple(functions), tuple(dispatchers))
@@ -199,8 +219,25 @@ def reloading(argv: Sequence[str]) -> tuple[str, ...]:
     return (_python(), "-m", "minimart.local.reload", *watched, "--", *argv)
 
 
+KafkaSecret = Callable[[str], Mapping[str, str]]  # a Secret's name -> its keys
+
+
+def kafka_env(secret: KafkaSecret, name: str | None, prefix: str = "MINIMART_") -> dict[str, str]:
+    """The variables giving a process the principal of Secret ``name`` (none: empty ones,
+    so that it inherits no other principal)."""
+    keys = secret(name) if name else {}
+    return {
+        f"{prefix}KAFKA_USER": keys.get("user", ""),
+        f"{prefix}KAFKA_PASSWORD": keys.get("password", ""),
+    }
+
+
 def function_program(
-    fn: FunctionProcess, settings: Settings, code: str, reload: bool = False
+    fn: FunctionProcess,
+    settings: Settings,
+    code: str,
+    reload: bool = False,
+    secret: KafkaSecret | None = None,
 ) -> Program:
     argv: tuple[str, ...] = (
         str(Path(_python()).parent / "functions-framework"),
@@ -213,10 +250,17 @@ def function_program(
     if reload:
         argv = reloading(argv)
     env = {**_env(settings, fn.service), **dict(fn.env), CODE_HASH_VARIABLE: code}
+    if secret is not None:
+        env.update(kafka_env(secret, fn.kafka_secret))
     return Program(fn.process_name, argv, PROJECT_ROOT, env, priority=300)
 
 
-def dispatcher_program(dispatcher: DispatcherProcess, settings: Settings, code: str) -> Program:
+def dispatcher_program(
+    dispatcher: DispatcherProcess,
+    settings: Settings,
+    code: str,
+    secret: KafkaSecret | None = None,
+) -> Program:
     argv = (
         _python(),
         "-m",
@@ -226,6 +270,9 @@ def dispatcher_program(dispatcher: DispatcherProcess, settings: Settings, code: 
         f"--metrics-port={dispatcher.metrics_port}",
     )
     env = {**_env(settings, dispatcher.process_name), CODE_HASH_VARIABLE: code}
+    if secret is not None:  # its source's principal, and its dead-letter sink's
+        env.update(kafka_env(secret, dispatcher.source.kafka_secret))
+        env.update(kafka_env(secret, dispatcher.dead_letter_secret, "MINIMART_DEAD_LETTER_"))
     # It finishes the delivery in flight (up to the attempt timeout) and commits on SIGTERM.
     grace = dispatcher.source.delivery.attempt_timeout_s + STOP_MARGIN_S
     return Program(dispatcher.process_name, argv, PROJECT_ROOT, env, stop_wait_s=grace,
@@ -325,6 +372,7 @@ class Stack:
         probe: Probe | None = None,
         code: Callable[[], str] = code_hash,
         issuer: Callable[[], bool] | None = None,
+        secret: KafkaSecret | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
         poll_s: float = STARTING_POLL_S,
     ) -> None:
@@ -337,6 +385,10 @@ class Stack:
         # The local token issuer's key pair (the cluster's ServiceAccount issuer stands here).
         self._issuer = issuer or identity.LocalIssuer(settings.identity_dir,
                                                       settings.oidc_issuer).create  # fmt: skip
+        # The Kafka Secrets the manifests name, from the state dir (a cluster's kind-up makes them).
+        self._secret = secret or functools.partial(
+            local_secrets.kafka_secret, local_secrets.of(settings)
+        )
         self._ready_timeout_s = ready_timeout_s
         self._poll_s = poll_s
 
@@ -346,8 +398,11 @@ class Stack:
         """The programs of every function and dispatcher of the plan (running the code of
         today's tree; ``reload``: functions restart when their code changes)."""
         code = self._code()
-        programs = [function_program(fn, self.settings, code, reload) for fn in self.plan.functions]
-        programs += [dispatcher_program(d, self.settings, code) for d in self.plan.dispatchers]
+        settings, secret = self.settings, self._secret
+        programs = [
+            function_program(fn, settings, code, reload, secret) for fn in self.plan.functions
+        ]
+        programs += [dispatcher_program(d, settings, code, secret) for d in self.plan.dispatchers]
         return programs
 
     def programs(self) -> list[str]:

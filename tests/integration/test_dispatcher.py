@@ -30,7 +30,7 @@ from minimart.local.dispatcher import (
 )
 from minimart.manifests import Delivery, KafkaSourceSpec
 from minimart.settings import Settings
-from tests.stack import free_ports, private_settings, private_state_dir
+from tests.stack import as_kafka_admin, free_ports, private_settings, private_state_dir, sasl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -134,21 +134,23 @@ def settings() -> Iterator[Settings]:
         test_settings = private_settings(state_dir, ports)
         try:
             servers.ensure_up(test_settings, names=("kafka",))
-            yield test_settings
+            yield as_kafka_admin(test_settings)
         finally:
             servers.stop_all(test_settings)
 
 
 @pytest.fixture(scope="session")
 def admin(settings: Settings) -> Iterator[KafkaAdminClient]:
-    client = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    client = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **sasl(settings))
     yield client
     client.close()
 
 
 @pytest.fixture(scope="session")
 def producer(settings: Settings) -> Iterator[KafkaProducer]:
-    client = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0)
+    client = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, **sasl(settings), acks="all", linger_ms=0
+    )
     yield client
     client.close()
 
@@ -235,6 +237,7 @@ def send_event(
 def read_topic(settings: Settings, topic: str, count: int, timeout: float = 20.0) -> list[Any]:
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
+        **sasl(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         fetch_max_wait_ms=10,
@@ -612,7 +615,11 @@ def test_partitions_added_under_a_running_dispatcher_are_delivered(
     topics = tuple(new_topic(admin, partitions=2) for _ in range(3))
     spec = make_spec(topics)
     producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=0, metadata_max_age_ms=500
+        bootstrap_servers=settings.kafka_bootstrap,
+        **sasl(settings),
+        acks="all",
+        linger_ms=0,
+        metadata_max_age_ms=500,
     )
     sent: dict[str, float] = {}
     partitions = [2]
@@ -676,6 +683,7 @@ def test_the_watchdog_ends_a_dispatcher_left_without_partitions(
     spec = make_spec(topic)
     zombie = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
+        **sasl(settings),
         group_id=spec.consumer_group,
         enable_auto_commit=False,
         session_timeout_ms=6000,

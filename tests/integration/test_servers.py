@@ -29,7 +29,7 @@ from minimart.local.servers.process import alive
 from minimart.local.servers.supervision import START_RETRIES, Program, Supervisor
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
-from tests.stack import free_ports, private_settings, private_state_dir
+from tests.stack import as_kafka_admin, free_ports, private_settings, private_state_dir, sasl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -96,7 +96,9 @@ def _mongo(settings: Settings) -> MongoClient[dict[str, object]]:
 
 
 def _produce(settings: Settings, topic: str, partition: int, value: bytes) -> int:
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, **sasl(as_kafka_admin(settings)), acks="all"
+    )
     try:
         return int(producer.send(topic, value, partition=partition).get(timeout=15).offset)
     finally:
@@ -106,6 +108,7 @@ def _produce(settings: Settings, topic: str, partition: int, value: bytes) -> in
 def _consume(settings: Settings, topic: str, partition: int, offset: int) -> bytes:
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
+        **sasl(as_kafka_admin(settings)),
         enable_auto_commit=False,
         fetch_max_wait_ms=10,
     )
@@ -194,6 +197,14 @@ def test_a_killed_program_comes_back_by_itself_and_is_counted(stack: Stack) -> N
     assert old == family[0]
     assert _live(family) == []  # the whole group, the child too
     _eventually(lambda: sup.pid(name) not in (None, old), what="restarted by supervisord")
+
+    # supervisord's event listener counts the restart on its own time (its own process):
+    # wait for the count, which must then be exactly one.
+    def counted() -> bool:
+        info = servers.supervised(stack.settings, name)
+        return info is not None and info.restarts >= 1
+
+    _eventually(counted, what="the restart counted")
     info = servers.supervised(stack.settings, name)
     assert info is not None and info.restarts == 1, info
     sup.stop([name])

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import requests
-from kafka import KafkaProducer
 
 from minimart.catalog import REDRIVES_EXTENSION, Event, EventType, build
 from minimart.console.client import OrderClient
@@ -27,6 +26,7 @@ from minimart.observability.trace_view import (
 )
 from minimart.settings import Settings
 from tests.stack import dead_letter_within_s, eventually, new_sku
+from tests.stack import producer as kafka_producer
 
 pytestmark = pytest.mark.e2e
 
@@ -193,7 +193,7 @@ def test_a_retried_delivery_and_its_dead_letter_are_in_the_trace(running_stack: 
     sup = Supervisor(running_stack)
     sup.stop([program])
     try:
-        producer = KafkaProducer(bootstrap_servers=running_stack.kafka_bootstrap, acks="all")
+        producer = kafka_producer(running_stack)
         try:
             value = json.dumps(event.data).encode()
             producer.send(event.type.topic, key=order_id.encode(), value=value,

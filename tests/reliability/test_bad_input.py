@@ -44,6 +44,7 @@ from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US, assert_books, place_batch, wait_final
 from tests.stack import eventually, new_sku, stock_of
+from tests.stack import producer as kafka_producer
 
 pytestmark = pytest.mark.e2e
 
@@ -303,7 +304,7 @@ def test_poison_on_every_partition_is_dead_lettered_and_every_partition_keeps_fl
             if topic in saga_topics:
                 readers[topic].append(source.name)
     sinks = {d.source.name: d.sink_url for d in plan.dispatchers}
-    producer = KafkaProducer(bootstrap_servers=running_stack.kafka_bootstrap, acks="all")
+    producer = kafka_producer(running_stack)
     try:
         poisons = [p for topic in sorted(readers) for partition in range(topology.topics[topic])
                    for p in poison_partition(producer, topic, partition)]  # fmt: skip

@@ -20,6 +20,7 @@ from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US, assert_books, place_batch, wait_final
 from tests.stack import eventually, new_sku
+from tests.stack import producer as kafka_producer
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +53,7 @@ def test_events_that_contradict_the_stored_state_are_refused_and_change_nothing(
     reserved_again = {key: order[key] for key in ("customerId", "items", "totalCents")}
     reserved_again["shippingAddress"] = US
 
-    producer = KafkaProducer(bootstrap_servers=running_stack.kafka_bootstrap, acks="all")
+    producer = kafka_producer(running_stack)
     try:
         forged = {
             # a refund of a declined payment; a shipment failing after the decline

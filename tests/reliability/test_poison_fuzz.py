@@ -27,7 +27,6 @@ import hypothesis
 import pytest
 import requests
 from hypothesis import strategies as st
-from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import junk
@@ -40,6 +39,7 @@ from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US, assert_books, place_batch, wait_final
 from tests.replaying import wait_drained
 from tests.stack import new_sku
+from tests.stack import producer as kafka_producer
 
 pytestmark = pytest.mark.e2e
 
@@ -70,8 +70,7 @@ def _retries(plan: stack.StackPlan) -> int:
 def _produce(settings: Settings, records: int, readers: dict[str, list[str]],
              partitions: dict[str, int]) -> list[Sent]:  # fmt: skip
     """``records`` bad records drawn by hypothesis, plus each conformance case once."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                             max_request_size=2 * 1024 * 1024)  # fmt: skip
+    producer = kafka_producer(settings, max_request_size=2 * 1024 * 1024)
     sent: list[Sent] = []
 
     def send(topic: str, partition: int, bad: junk.Junk) -> None:

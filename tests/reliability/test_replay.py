@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 from cloudevents.conversion import to_structured
-from kafka import KafkaProducer
 
 from minimart.bootstrap import Container
 from minimart.catalog import Event, EventType, build, derived_event_id
@@ -32,6 +31,7 @@ from tests import replaying
 from tests.reliability.saga import assert_books, place_batch, wait_final
 from tests.reliability.stores import settle, snapshot
 from tests.stack import dead_letter_within_s, eventually, new_sku
+from tests.stack import producer as kafka_producer
 
 pytestmark = pytest.mark.e2e
 
@@ -150,7 +150,7 @@ def publish_structured(settings: Settings, event: Event, source: str) -> None:
     """``event`` as a structured-mode CloudEvent (attributes in the JSON value), as a producer
     other than minimart's own publisher may write it."""
     headers, body = to_structured(build(event, source))
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = kafka_producer(settings)
     try:
         content_type = str(headers["content-type"]).encode()
         producer.send(

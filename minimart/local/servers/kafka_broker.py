@@ -17,17 +17,41 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+# confluent-kafka's package re-exports these without declaring it (its stubs lag its API).
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from minimart import kafka_clients, local_secrets
+from minimart.kafka_access import (
+    ADMIN,
+    ADMIN_MECHANISM,
+    GROUP,
+    TOPIC,
+    Grant,
+    KafkaAccess,
+    access_of,
+)
+from minimart.kafka_clients import KafkaCredentials
 from minimart.local.servers.base import (
     ManagedServer,
     MissingBinaryError,
     ServerError,
     require_binary,
 )
-from minimart.manifests import load_topology
+from minimart.manifests import Topology, load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +72,10 @@ log4j.logger.org.apache.zookeeper=WARN
 log4j.logger.state.change.logger=WARN
 log4j.logger.kafka.server.KafkaRaftServer=INFO
 """
+
+SCRAM_ITERATIONS = 8192
+_RESOURCE_TYPES = {TOPIC: ResourceType.TOPIC, GROUP: ResourceType.GROUP}
+_TIMEOUT_S = 30.0
 
 
 def kafka_version() -> str:
@@ -104,9 +132,16 @@ class Kafka(ManagedServer):
     start_timeout = 180.0  # generous: a loaded 2-core machine starts a JVM slowly
     stop_timeout = 30.0
 
-    def __init__(self, settings: Settings, topics: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Mapping[str, int] | None = None,
+        topology: Topology | None = None,
+    ) -> None:
         super().__init__(settings)
         self._topics = topics
+        self._topology = topology
+        self._secrets = local_secrets.of(settings)
 
     @property
     def port(self) -> int:
@@ -132,11 +167,23 @@ class Kafka(ManagedServer):
     def properties(self) -> Path:
         return self.data_dir / "server.properties"
 
+    def topology(self) -> Topology:
+        if self._topology is None:
+            self._topology = load_topology(PROJECT_ROOT)
+        return self._topology
+
     def topics(self) -> Mapping[str, int]:
         """Topic -> partition count, from the manifests unless given explicitly."""
         if self._topics is None:
-            self._topics = dict(load_topology(PROJECT_ROOT).topics)
+            self._topics = dict(self.topology().topics)
         return self._topics
+
+    def access(self) -> KafkaAccess:
+        return access_of(self.topology())
+
+    def admin_credentials(self) -> KafkaCredentials:
+        """The super user's (made in the state dir the first time)."""
+        return local_secrets.admin_credentials(self._secrets)
 
     def check_installed(self) -> None:
         require_binary("java", _JAVA_PACKAGE)
@@ -163,15 +210,35 @@ class Kafka(ManagedServer):
         ]
 
     def _server_properties(self) -> str:
+        admin = self.admin_credentials()
+        plain = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required"
+            f' username="{admin.user}" password="{admin.password}"'
+            f' user_{admin.user}="{admin.password}";'
+        )
         values = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "listeners": f"SASL_PLAINTEXT://{self.host}:{self.port},"
+            f"CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{self.host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,"
+            "SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": f"SCRAM-SHA-512,{ADMIN_MECHANISM}",
+            "sasl.mechanism.inter.broker.protocol": ADMIN_MECHANISM,
+            "sasl.mechanism.controller.protocol": ADMIN_MECHANISM,
+            "listener.name.controller.sasl.enabled.mechanisms": ADMIN_MECHANISM,
+            "listener.name.controller.plain.sasl.jaas.config": plain,
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": plain,
+            "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{admin.user}",
+            "allow.everyone.if.no.acl.found": "false",
             "log.dirs": str(self.log_dirs),
             "num.partitions": "4",
             "default.replication.factor": "1",
@@ -209,6 +276,9 @@ class Kafka(ManagedServer):
         if not jars_present(self.jars):
             fetch_jars(self.jars)
         (self.data_dir / "log4j.properties").write_text(_LOG4J)
+        # It holds the administrator's password: this user's only.
+        self.properties.touch(mode=0o600)
+        self.properties.chmod(0o600)
         self.properties.write_text(self._server_properties())
         if (self.log_dirs / "meta.properties").exists():
             return
@@ -227,9 +297,10 @@ class Kafka(ManagedServer):
         return self._java("kafka.Kafka", str(self.properties))
 
     def admin(self) -> KafkaAdminClient:
-        return KafkaAdminClient(
-            bootstrap_servers=self.bootstrap,
-            client_id="minimart-servers",
+        return kafka_clients.admin(
+            self.bootstrap,
+            self.admin_credentials(),
+            "minimart-servers",
             request_timeout_ms=10_000,
         )
 
@@ -280,3 +351,56 @@ class Kafka(ManagedServer):
                     )
         finally:
             client.close()
+        self.provision_access()
+
+    def provision_access(self) -> None:
+        """Each principal's SCRAM credential (its password from the state dir's Secrets),
+        then the ACLs brought to exactly the manifests' grants (stale ones deleted)."""
+        access = self.access()
+        client = AdminClient(
+            {"bootstrap.servers": self.bootstrap, **self.admin_credentials().librdkafka()}
+        )
+        upserts = [
+            UserScramCredentialUpsertion(
+                principal,
+                ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
+                local_secrets.kafka_secret(self._secrets, secret)["password"].encode(),
+            )
+            for principal, secret in access.principals.items()
+            if principal != ADMIN
+        ]
+        for future in client.alter_user_scram_credentials(upserts).values():  # type: ignore[arg-type]
+            future.result(timeout=_TIMEOUT_S)
+        wanted = {_binding(grant) for grant in access.grants}
+        everything = AclBindingFilter(  # None matches any name, principal and host
+            ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
+            AclOperation.ANY, AclPermissionType.ANY,
+        )  # fmt: skip
+        held = set(client.describe_acls(everything).result(timeout=_TIMEOUT_S))
+        if wanted - held:
+            for future in client.create_acls(sorted(wanted - held, key=str)).values():
+                future.result(timeout=_TIMEOUT_S)
+        stale = sorted(held - wanted, key=str)
+        if stale:
+            for future in client.delete_acls([_exactly(b) for b in stale]).values():
+                future.result(timeout=_TIMEOUT_S)
+            log.info("kafka: deleted %d ACLs the manifests no longer grant", len(stale))
+
+
+def _binding(grant: Grant) -> AclBinding:
+    return AclBinding(
+        _RESOURCE_TYPES[grant.resource],
+        grant.name,
+        ResourcePatternType.LITERAL,
+        f"User:{grant.principal}",
+        "*",
+        getattr(AclOperation, grant.operation),
+        AclPermissionType.ALLOW,
+    )
+
+
+def _exactly(binding: AclBinding) -> AclBindingFilter:
+    return AclBindingFilter(
+        binding.restype, binding.name, binding.resource_pattern_type, binding.principal,
+        binding.host, binding.operation, binding.permission_type,
+    )  # fmt: skip
