@@ -175,7 +175,7 @@ def fake_stack(sup: FakeSupervisor | None = None, plan: StackPlan | None = None)
     return Stack(
         SETTINGS, plan=plan, supervisor=sup, servers=FakeServers(sup),
         probe=FakeProbe(sup, plan), code=lambda: "c0de", issuer=lambda: False,
-        ready_timeout_s=0.2, poll_s=0.001,
+        secret=lambda name: {}, ready_timeout_s=0.2, poll_s=0.001,
     )  # fmt: skip
 
 
@@ -359,3 +359,40 @@ def test_up_makes_the_token_issuer_before_any_function_starts() -> None:
     stack_.up()
 
     assert seen == [[]]  # once, before anything was started
+
+
+def test_each_program_presents_the_kafka_principal_its_manifest_names() -> None:
+    topology = load_topology(PROJECT_ROOT)
+    plan = stack.plan_stack(SETTINGS, topology)
+    asked: list[str] = []
+
+    def secret(name: str) -> dict[str, str]:
+        asked.append(name)
+        return {"user": name.removeprefix("kafka-"), "password": f"pw-of-{name}"}
+
+    sup = FakeSupervisor()
+    programs = {
+        p.name: p
+        for p in Stack(
+            SETTINGS, plan=plan, supervisor=sup, servers=FakeServers(sup),
+            probe=FakeProbe(sup, plan), code=lambda: "c0de", issuer=lambda: False, secret=secret,
+        ).planned_programs()
+    }  # fmt: skip
+
+    for name, service in topology.services.items():
+        env = programs[f"fn-{name}"].env
+        assert (env["MINIMART_KAFKA_USER"], env["MINIMART_KAFKA_PASSWORD"]) == (
+            f"fn-{name}",
+            f"pw-of-kafka-fn-{name}",
+        ), name
+        assert service.kafka_secret == f"kafka-fn-{name}"
+    sinks = {topic: sink for sink, topic in topology.dead_letter_sinks.items()}
+    for source in topology.sources:
+        env = programs[f"dispatch-{source.name}"].env
+        assert env["MINIMART_KAFKA_USER"] == source.name
+        assert env["MINIMART_DEAD_LETTER_KAFKA_USER"] == sinks[source.delivery.dead_letter_topic]
+    # Each principal's password went only to the programs that are that principal.
+    for program in programs.values():
+        passwords = {v for k, v in program.env.items() if k.endswith("KAFKA_PASSWORD")}
+        users = {v for k, v in program.env.items() if k.endswith("KAFKA_USER")}
+        assert passwords == {f"pw-of-kafka-{user}" for user in users}, program.name

@@ -211,10 +211,14 @@ class Kafka(ManagedServer):
 
     def _server_properties(self) -> str:
         admin = self.admin_credentials()
-        plain = (
-            "org.apache.kafka.common.security.plain.PlainLoginModule required"
-            f' username="{admin.user}" password="{admin.password}"'
-            f' user_{admin.user}="{admin.password}";'
+        # The administrator logs in with these, and they are the only PLAIN user there is.
+        plain = _jaas(
+            "org.apache.kafka.common.security.plain.PlainLoginModule",
+            {
+                "username": admin.user,
+                "password": admin.password,
+                f"user_{admin.user}": admin.password,
+            },
         )
         values = {
             "process.roles": "broker,controller",
@@ -385,6 +389,13 @@ class Kafka(ManagedServer):
             for future in client.delete_acls([_exactly(b) for b in stale]).values():
                 future.result(timeout=_TIMEOUT_S)
             log.info("kafka: deleted %d ACLs the manifests no longer grant", len(stale))
+
+
+def _jaas(module: str, options: Mapping[str, str]) -> str:
+    """A JAAS configuration entry (the values are the state dir's URL-safe passwords: nothing
+    to escape)."""
+    pairs = " ".join(f'{key}="{value}"' for key, value in options.items())
+    return f"{module} required {pairs};"
 
 
 def _binding(grant: Grant) -> AclBinding:
