@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +39,18 @@ def console_settings(settings: Settings) -> Settings:
     the tests that write records of their own do it as the console."""
     local_secrets.kafka_secret(local_secrets.of(settings), secret_of(CONSOLE))
     return local_secrets.with_console_credentials(settings)
+
+
+def as_kafka_principal(settings: Settings, principal: str) -> Settings:
+    """``settings`` presenting ``principal`` to Kafka (its Secret from the state dir): e.g. the
+    dead-letter sink's, for a test that writes dead letters as the sink would."""
+    credentials = local_secrets.kafka_credentials(local_secrets.of(settings), principal)
+    return replace(
+        settings,
+        kafka_user=credentials.user,
+        kafka_password=credentials.password,
+        kafka_sasl_mechanism=credentials.mechanism,
+    )
 
 
 def kafka_admin(settings: Settings) -> KafkaCredentials:

@@ -16,13 +16,14 @@ import pytest
 from minimart.catalog import DEAD_LETTER_TOPIC
 from minimart.console import replay
 from minimart.console.client import OrderClient
+from minimart.kafka_access import principal_of
 from minimart.local import stack
 from minimart.local.servers.supervision import Supervisor
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.reliability.saga import US, assert_books, place_batch, wait_final
 from tests.replaying import wait_drained
-from tests.stack import eventually, new_sku, stock_of
+from tests.stack import as_kafka_principal, eventually, new_sku, stock_of
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +32,14 @@ def _sink_of(settings: Settings, topic: str) -> str:
     """The URL of a function a KafkaSource delivers ``topic`` to."""
     source = next(s for s in load_topology(PROJECT_ROOT).sources if topic in s.topics)
     return stack.plan_stack(settings).function(source.sink_service).url + "/"
+
+
+def _sink_principal(settings: Settings) -> str:
+    """The principal of the KafkaSink that writes ``minimart.deadletter`` (its manifest's)."""
+    topology = load_topology(PROJECT_ROOT)
+    [sink] = [name for name, topic in topology.dead_letter_sinks.items()
+              if topic == DEAD_LETTER_TOPIC]  # fmt: skip
+    return principal_of(topology.sink_secrets[sink], sink)
 
 
 def _dead(rec: replay.RecordedEvent, code: str | None, sink: str) -> replay.RecordedEvent:
@@ -79,7 +88,9 @@ def test_transient_dead_letters_are_redriven_by_themselves_and_change_nothing(
         _dead(rec, codes[i % len(codes)], _sink_of(settings, rec.topic))
         for i, rec in enumerate(reversed(rest))  # newest first: the chain upside down
     ]
-    replay.replay_to_kafka(settings, letters)
+    # Dead letters are the dead-letter sink's to write (the console may only read them).
+    sink = _sink_principal(settings)
+    replay.replay_to_kafka(as_kafka_principal(settings, sink), letters)
 
     def key(rec: replay.RecordedEvent) -> tuple[str, str]:
         return (rec.topic, rec.event_id or "")
