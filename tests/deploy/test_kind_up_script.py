@@ -230,7 +230,9 @@ def test_a_new_cluster_gets_one_kafka_secret_per_principal_of_the_model(tmp_path
 
 def test_a_deleted_kafka_secret_is_made_anew_and_its_readers_pick_it_up(tmp_path: Path) -> None:
     """A rotation: delete the Secret, rerun; the Job sets the new password, readers restart."""
-    keep = [s for s in _kafka_secret_names() if s not in {"kafka-fn-payment", "kafka-minimart-admin"}]
+    keep = [
+        s for s in _kafka_secret_names() if s not in {"kafka-fn-payment", "kafka-minimart-admin"}
+    ]
     code, output, calls = _run(
         tmp_path,
         "deploy",
@@ -239,10 +241,14 @@ def test_a_deleted_kafka_secret_is_made_anew_and_its_readers_pick_it_up(tmp_path
     )
     assert code == 0, output
     assert sorted(_made(tmp_path)) == ["kafka-fn-payment", "kafka-minimart-admin"]
-    delete_job = _position(calls, "delete job --namespace minimart -l app.kubernetes.io/name=create-topics")
+    delete_job = _position(
+        calls, "delete job --namespace minimart -l app.kubernetes.io/name=create-topics"
+    )
     assert delete_job < _position(calls, "skaffold run")
     restart_broker = _position(calls, "rollout restart statefulset/kafka --namespace minimart")
-    restart_payment = _position(calls, "delete pod --namespace minimart -l serving.knative.dev/service=payment")
+    restart_payment = _position(
+        calls, "delete pod --namespace minimart -l serving.knative.dev/service=payment"
+    )
     assert _position(calls, "skaffold run") < min(restart_broker, restart_payment)
     assert not any("service=inventory" in c for c in calls), "only what reads a new Secret"
 
