@@ -2,7 +2,8 @@
 # Create the kind cluster "minimart" (kind-config.yaml: one node, a pinned node image), install
 # Knative Serving + Kourier, Knative Eventing and the Kafka source/sink (eventing-kafka-broker)
 # at pinned releases, configure them from k8s/knative/, apply the observability stack
-# (k8s/observability: collector, Jaeger, Prometheus, Grafana) and the stores (k8s/infra), build
+# (k8s/observability: collector, Jaeger, Prometheus, Grafana), the Secrets (minimart-secrets, one
+# kafka-<principal> per Kafka principal) and the stores (k8s/infra), build
 # and deploy minimart with skaffold, then wait until the order Service, its Route, the dead-letter KafkaSink and every
 # KafkaSource are Ready and print how to reach the order ingress.
 #   bash scripts/kind-up.sh          everything (re-running it is safe: all is applied
@@ -208,7 +209,8 @@ create_kafka_secrets() {
 # only. KafkaSources and KafkaSinks need nothing: Knative's controller tracks their Secrets.
 restart_kafka_readers() {
   local reader
-  for reader in "${ROTATED_READERS[@]}"; do
+  # (${a[@]+...}: an empty array under `set -u` in bash 3.2 too)
+  for reader in ${ROTATED_READERS[@]+"${ROTATED_READERS[@]}"}; do
     case "$reader" in
       statefulset/*) k rollout restart "$reader" --namespace minimart ;;
       ksvc/*) k delete pod --namespace minimart -l "serving.knative.dev/service=${reader#ksvc/}" ;;
