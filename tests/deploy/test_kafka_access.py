@@ -218,7 +218,12 @@ def check_each_workload_reads_its_own_kafka_secret_only(docs: Docs) -> None:
                     if "secret" in source:
                         s = source["secret"]
                         refs |= {(s["name"], item["key"]) for item in s["items"]}
-    services = {s["metadata"]["name"] for s in kube.of_kind(docs, "serving.knative.dev", "Service")}
+    # The functions that publish (minimart.dev/produces); one that did not would need no Secret.
+    services = {
+        s["metadata"]["name"]
+        for s in kube.of_kind(docs, "serving.knative.dev", "Service")
+        if s["metadata"].get("annotations", {}).get("minimart.dev/produces")
+    }
     assert services
     (job,) = [n for n in read if n.startswith("create-topics-")]
     scram = {s for p, s in ACCESS.principals.items() if p != ADMIN}
@@ -418,7 +423,15 @@ def _topics_as_admin(docs: Docs) -> None:
             item["valueFrom"]["secretKeyRef"]["name"] = "kafka-minimart-admin"
 
 
+def _plain_jaas(options: dict[str, str]) -> str:
+    """A PlainLoginModule JAAS line with these options (each value quoted)."""
+    quoted = " ".join(f'{key}="{value}"' for key, value in options.items())
+    return f"org.apache.kafka.common.security.plain.PlainLoginModule required {quoted};"
+
+
 PAYMENT = "minimart.payment.captured"
+# Config-provider references, as the broker's JAAS config holds them (no value).
+USER_REF, PASSWORD_REF = "${env:KAFKA_ADMIN_USER}", "${env:KAFKA_ADMIN_PASSWORD}"
 MUTATIONS: dict[str, tuple[str, Callable[[Docs], None]]] = {
     # The issue's example: fn-payment may write a topic shipping owns.
     "fn-payment-writes-shipping.failed": (
@@ -536,8 +549,7 @@ MUTATIONS: dict[str, tuple[str, Callable[[Docs], None]]] = {
         lambda d: _set_property(
             d,
             "listener.name.sasl_plaintext.plain.sasl.jaas.config",
-            "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            f'username="{ADMIN}" password="hunter2" user_{ADMIN}="hunter2";',
+            _plain_jaas({"username": ADMIN, "password": "hunter2", f"user_{ADMIN}": "hunter2"}),
         ),
     ),
     "a-second-plain-user": (
@@ -545,10 +557,14 @@ MUTATIONS: dict[str, tuple[str, Callable[[Docs], None]]] = {
         lambda d: _set_property(
             d,
             "listener.name.sasl_plaintext.plain.sasl.jaas.config",
-            "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            'username="${env:KAFKA_ADMIN_USER}" password="${env:KAFKA_ADMIN_PASSWORD}" '
-            'user_minimart-admin="${env:KAFKA_ADMIN_PASSWORD}" '
-            'user_fn-order="${env:KAFKA_ADMIN_PASSWORD}";',
+            _plain_jaas(
+                {
+                    "username": USER_REF,
+                    "password": PASSWORD_REF,
+                    f"user_{ADMIN}": PASSWORD_REF,
+                    "user_fn-order": PASSWORD_REF,
+                }
+            ),
         ),
     ),
     "a-principal-without-its-credential": (
@@ -631,6 +647,8 @@ def test_the_rendered_access_and_job_volume_are_fresh() -> None:
     assert renderer.ACCESS.read_text() == renderer.render_access(topology), "make kafka-access"
     job = renderer.JOB.read_text()
     assert job == renderer.render_job(job, topology), "make kafka-access"
+    makefile = (PROJECT_ROOT / "mk" / "deploy.mk").read_text()
+    assert "scripts/render_kafka_access.py" in makefile
 
 
 def test_a_manifest_change_makes_the_rendered_files_stale(tmp_path: Path) -> None:
