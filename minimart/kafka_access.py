@@ -6,7 +6,9 @@ One principal per component that talks to Kafka, named by the Secret its manifes
 - a function (its Knative Service reads ``MINIMART_KAFKA_USER`` from that Secret) may write,
   and describe, only the topics of its ``minimart.dev/produces`` annotation;
 - a KafkaSource (``spec.net.sasl``) may read, and describe, only its topics, and only as its
-  ``consumerGroup``;
+  ``consumerGroup``, which it may also delete (Knative's controller deletes a deleted
+  source's group with the source's credentials: eventing-kafka-broker knative-v1.23.0
+  control-plane/pkg/reconciler/consumergroup/consumergroup.go, FinalizeKind);
 - a dead-letter KafkaSink (``spec.auth.secret.ref``) may write only its topic;
 - the console (``minimart-console``) may read every topic, write the topics a function writes
   (a replay), and see the sources' committed offsets;
@@ -39,6 +41,7 @@ TOPICS_JOB = "minimart-topics"
 TOPIC = "topic"
 GROUP = "group"
 READ, WRITE, DESCRIBE, CREATE, ALTER = "READ", "WRITE", "DESCRIBE", "CREATE", "ALTER"
+DELETE = "DELETE"
 
 
 def secret_of(principal: str) -> str:
@@ -103,7 +106,9 @@ def access_of(topology: Topology) -> KafkaAccess:
         principal = principal_of(source.kafka_secret, where)
         principals[principal] = source.kafka_secret
         grants += _topics(principal, source.topics, READ, DESCRIBE)
-        grants += [Grant(principal, GROUP, source.consumer_group, op) for op in (READ, DESCRIBE)]
+        grants += [
+            Grant(principal, GROUP, source.consumer_group, op) for op in (READ, DESCRIBE, DELETE)
+        ]
         grants.append(Grant(CONSOLE, GROUP, source.consumer_group, DESCRIBE))
     for sink, topic in topology.dead_letter_sinks.items():
         where = f"KafkaSink {sink}"

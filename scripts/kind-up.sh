@@ -2,7 +2,8 @@
 # Create the kind cluster "minimart" (kind-config.yaml: one node, a pinned node image), install
 # Knative Serving + Kourier, Knative Eventing and the Kafka source/sink (eventing-kafka-broker)
 # at pinned releases, configure them from k8s/knative/, apply the observability stack
-# (k8s/observability: collector, Jaeger, Prometheus, Grafana) and the stores (k8s/infra), build
+# (k8s/observability: collector, Jaeger, Prometheus, Grafana), the Secrets (minimart-secrets, one
+# kafka-<principal> per Kafka principal) and the stores (k8s/infra), build
 # and deploy minimart with skaffold, then wait until the order Service, its Route, the dead-letter KafkaSink and every
 # KafkaSource are Ready and print how to reach the order ingress.
 #   bash scripts/kind-up.sh          everything (re-running it is safe: all is applied
@@ -158,14 +159,74 @@ create_secrets() {
   log "the Secret minimart-secrets exists: keeping it (the stores were initialised with it)"
 }
 
+# The Kafka principals of the manifests, one "<principal> <Secret> <mechanism> <reader>" per line:
+# the `principals` of ConfigMap kafka-access (k8s/jobs/kafka-access.yaml, rendered from the
+# manifests by scripts/render_kafka_access.py; tests/deploy fail on a stale copy).
+KAFKA_ACCESS=k8s/jobs/kafka-access.yaml
+kafka_principals() {
+  awk '/^  principals: [|]$/ { on = 1; next } on && /^    / { sub(/^ +/, ""); print; next } { on = 0 }' \
+    "$KAFKA_ACCESS"
+}
+
+# The keys Knative's KafkaSink `auth` and KafkaSource `net.sasl` read (eventing-kafka-broker
+# control-plane/pkg/security/secret.go): the principal, a random password, how it logs in.
+kafka_secret() {
+  printf 'user=%s\npassword=%s\nsasl.mechanism=%s\nprotocol=SASL_PLAINTEXT\n' \
+    "$1" "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" "$2"
+}
+
+# One Secret kafka-<principal> per Kafka principal, made the first time and kept after that,
+# like minimart-secrets. A Secret deleted to rotate its password is made anew here; then the
+# Job create-topics, which sets the SCRAM credentials, is deleted so the deploy runs it again,
+# and what reads the Secret at start is restarted after the deploy (restart_kafka_readers).
+ROTATED_READERS=()
+create_kafka_secrets() {
+  local present principal secret mechanism reader made=0 kept=0 readers=()
+  present=" $(k get secrets --namespace minimart -o go-template='{{range .items}}{{.metadata.name}} {{end}}') "
+  while read -r principal secret mechanism reader; do
+    if [[ "$present" == *" $secret "* ]]; then
+      kept=$((kept + 1))
+      continue
+    fi
+    k create secret generic "$secret" --namespace minimart \
+      --from-env-file=<(kafka_secret "$principal" "$mechanism") --dry-run=client -o yaml |
+      k label --local -f - app.kubernetes.io/part-of=minimart \
+        app.kubernetes.io/component=kafka-credentials -o yaml |
+      k apply -f -
+    made=$((made + 1))
+    readers+=("$reader")
+  done < <(kafka_principals)
+  (( made + kept )) || die "no Kafka principals in $KAFKA_ACCESS: make kafka-access"
+  log "Kafka credentials: $made Secret(s) made, $kept kept (k8s/jobs/kafka-access.yaml)"
+  if (( made && kept )); then
+    log "new Kafka password(s): the Job create-topics runs again to set them"
+    k delete job --namespace minimart -l app.kubernetes.io/name=create-topics --ignore-not-found
+    ROTATED_READERS=("${readers[@]}")
+  fi
+}
+
+# After a rotation: the broker reads the administrator's password, a function its own, at start
+# only. KafkaSources and KafkaSinks need nothing: Knative's controller tracks their Secrets.
+restart_kafka_readers() {
+  local reader
+  # (${a[@]+...}: an empty array under `set -u` in bash 3.2 too)
+  for reader in ${ROTATED_READERS[@]+"${ROTATED_READERS[@]}"}; do
+    case "$reader" in
+      statefulset/*) k rollout restart "$reader" --namespace minimart ;;
+      ksvc/*) k delete pod --namespace minimart -l "serving.knative.dev/service=${reader#ksvc/}" ;;
+    esac
+  done
+}
+
 # The namespace, the stores (Kafka, PostgreSQL, MongoDB, Redis) and their NetworkPolicies:
 # applied here, never by skaffold, so a redeploy does not restart them and the end of `skaffold
 # dev` does not delete them (docs/deploy.md, "Redeploys"). Re-applying an unchanged
-# kustomization changes nothing. The Secret comes first: the stores read it on their first start.
+# kustomization changes nothing. The Secrets come first: the stores read them on their first start.
 install_stores() {
-  log "namespace minimart, its Secret, the stores and the NetworkPolicies (k8s/infra)"
+  log "namespace minimart, its Secrets, the stores and the NetworkPolicies (k8s/infra)"
   k apply -f k8s/infra/namespace.yaml
   create_secrets
+  create_kafka_secrets
   k apply -k k8s/infra
 }
 
@@ -215,12 +276,14 @@ case "${1:-all}" in
     install_observability
     install_stores
     deploy_minimart
+    restart_kafka_readers
     wait_minimart
     wait_deployments observability
     ;;
   deploy)
     install_stores
     deploy_minimart
+    restart_kafka_readers
     wait_minimart
     ;;
   *) die "usage: kind-up.sh [all|deploy]" ;;

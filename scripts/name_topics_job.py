@@ -1,8 +1,9 @@
 """Name the Job that creates the topics after what it does: ``create-topics-<hash>``.
 
 A Job runs once; applying a changed pod template to an existing Job is refused (immutable). So
-k8s/jobs/create-topics.yaml carries a name derived from its own spec and from the topics it
-creates (ConfigMap minimart-topics, eventing/topics.yaml): an unchanged Job keeps its name and
+k8s/jobs/create-topics.yaml carries a name derived from its own spec, from the topics it
+creates (ConfigMap minimart-topics, eventing/topics.yaml) and from the Kafka ACLs it sets
+(ConfigMap kafka-access, k8s/jobs/kafka-access.yaml): an unchanged Job keeps its name and
 is left alone by every `skaffold run`/`skaffold dev` iteration; a change to either makes a new
 name, so the next deploy creates (and runs) a new Job. The finished ones go after their TTL.
 
@@ -25,29 +26,40 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 JOB = ROOT / "k8s" / "jobs" / "create-topics.yaml"
 TOPICS = ROOT / "eventing" / "topics.yaml"
+ACCESS = ROOT / "k8s" / "jobs" / "kafka-access.yaml"
 PREFIX = "create-topics-"
 NAME_LINE = re.compile(r"^(  name: )create-topics(-[0-9a-f]+)?$", re.M)
 
 
+def configmap_data(text: str, name: str) -> dict[str, Any]:
+    """The data of ConfigMap ``name`` in a YAML stream."""
+    for doc in yaml.safe_load_all(text):
+        if doc and doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == name:
+            return dict(doc.get("data") or {})
+    raise ValueError(f"no ConfigMap {name}")
+
+
 def topics_data(text: str) -> dict[str, Any]:
     """The data of ConfigMap minimart-topics in a YAML stream."""
-    for doc in yaml.safe_load_all(text):
-        if doc and doc.get("kind") == "ConfigMap" and doc["metadata"]["name"] == "minimart-topics":
-            return dict(doc.get("data") or {})
-    raise ValueError("no ConfigMap minimart-topics")
+    return configmap_data(text, "minimart-topics")
 
 
-def spec_hash(job: dict[str, Any], topics: dict[str, Any]) -> str:
-    """10 hex digits of SHA-256 over the Job (its name left out) and the topics."""
+def spec_hash(job: dict[str, Any], topics: dict[str, Any], access: dict[str, Any]) -> str:
+    """10 hex digits of SHA-256 over the Job (its name left out), the topics and the ACLs."""
     unnamed = json.loads(json.dumps(job))
     unnamed.get("metadata", {}).pop("name", None)
-    text = json.dumps({"job": unnamed, "topics": topics}, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(
+        {"job": unnamed, "topics": topics, "access": access},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def expected_name(job_text: str, topics_text: str) -> str:
+def expected_name(job_text: str, topics_text: str, access_text: str) -> str:
     (job,) = [d for d in yaml.safe_load_all(job_text) if d]
-    return PREFIX + spec_hash(job, topics_data(topics_text))
+    access = configmap_data(access_text, "kafka-access")
+    return PREFIX + spec_hash(job, topics_data(topics_text), access)
 
 
 def main() -> int:
@@ -55,7 +67,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="only check the name")
     args = parser.parse_args()
     job_text = JOB.read_text()
-    name = expected_name(job_text, TOPICS.read_text())
+    name = expected_name(job_text, TOPICS.read_text(), ACCESS.read_text())
     (job,) = [d for d in yaml.safe_load_all(job_text) if d]
     current = job["metadata"]["name"]
     if current == name:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from minimart.kafka_access import ADMIN, MECHANISM, PROTOCOL, access_of
+from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT
 from tests.deploy import generated
 
@@ -26,10 +28,15 @@ case "{name} $*" in
   "skaffold version") echo "$SKAFFOLD_STUB_VERSION" ;;
   *"get ksvc order"*) echo "http://order.minimart.localhost" ;;
   *"get secret minimart-secrets"*) printf '%s' "$KIND_STUB_SECRET_KEYS" ;;
+  *"get secrets --namespace minimart"*) printf '%s' "$KIND_STUB_SECRETS" ;;
   *"create secret generic minimart-secrets"*)
     # What kubectl would read: the env file it is given (a pipe), kept for the test to read.
     for arg in "$@"; do
       case "$arg" in --from-env-file=*) cat "${arg#--from-env-file=}" >> "$KIND_UP_SECRETS" ;; esac
+    done ;;
+  *"create secret generic kafka-"*)
+    for arg in "$@"; do
+      case "$arg" in --from-env-file=*) cat "${arg#--from-env-file=}" > "$KIND_UP_KAFKA/$6" ;; esac
     done ;;
 esac
 """
@@ -41,6 +48,7 @@ def _run(
     skaffold: str = "v2.24.0",
     kind: str = "v0.31.0",
     secret_keys: str = "",
+    secrets: str = "",
 ) -> tuple[int, str, list[str]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -58,7 +66,10 @@ def _run(
         "KIND_STUB_VERSION": kind,
         "KIND_STUB_SECRET_KEYS": secret_keys,
         "KIND_UP_SECRETS": str(tmp_path / "secrets.env"),
+        "KIND_STUB_SECRETS": secrets,
+        "KIND_UP_KAFKA": str(tmp_path / "kafka"),
     }
+    (tmp_path / "kafka").mkdir(exist_ok=True)
     result = subprocess.run(
         ["bash", str(SCRIPT), *args],
         env=env,
@@ -158,7 +169,10 @@ def test_a_new_cluster_gets_random_secrets_off_the_command_line(tmp_path: Path) 
 
 def test_an_existing_secret_is_kept(tmp_path: Path) -> None:
     code, output, calls = _run(
-        tmp_path, "deploy", secret_keys=" ".join(generated.secret_keys()) + " "
+        tmp_path,
+        "deploy",
+        secret_keys=" ".join(generated.secret_keys()) + " ",
+        secrets=" ".join(["minimart-secrets", *_kafka_secret_names()]) + " ",
     )
     assert code == 0, output
     assert "keeping it" in output
@@ -172,3 +186,84 @@ def test_a_secret_from_before_the_per_database_roles_stops_it(tmp_path: Path) ->
     assert code != 0
     assert "has no MINIMART_ORDERS_DB_PASSWORD" in output and "make kind-down" in output
     assert not any("create secret" in c or "skaffold run" in c for c in calls), calls
+
+
+# --- the Kafka credentials ------------------------------------------------------------------
+
+
+def _kafka_secret_names() -> list[str]:
+    return [p.secret for p in generated.kafka_principals()]
+
+
+def _made(tmp_path: Path) -> dict[str, dict[str, str]]:
+    return {
+        path.name: dict(line.split("=", 1) for line in path.read_text().splitlines())
+        for path in sorted((tmp_path / "kafka").iterdir())
+    }
+
+
+def test_a_new_cluster_gets_one_kafka_secret_per_principal_of_the_model(tmp_path: Path) -> None:
+    code, output, calls = _run(tmp_path)
+    assert code == 0, output
+    made = _made(tmp_path)
+    access = access_of(load_topology(PROJECT_ROOT))
+    assert sorted(made) == sorted(access.principals.values())
+    for principal, secret in access.principals.items():
+        values = made[secret]
+        # The keys Knative's KafkaSink auth and KafkaSource net.sasl read (security/secret.go).
+        assert sorted(values) == sorted(generated.KAFKA_SECRET_KEYS)
+        assert values["user"] == principal
+        assert values["protocol"] == PROTOCOL
+        assert values["sasl.mechanism"] == ("PLAIN" if principal == ADMIN else MECHANISM)
+        assert re.fullmatch(r"[0-9a-f]{48}", values["password"]), values["password"]
+        assert not any(values["password"] in call for call in calls), "a password on a command line"
+    assert len({v["password"] for v in made.values()}) == len(made), "one password per principal"
+    labelled = [c for c in calls if "app.kubernetes.io/component=kafka-credentials" in c]
+    assert len(labelled) == len(made)
+    # Made before the stores (the broker reads the administrator's), and no Job deleted: a
+    # new cluster has none.
+    assert _position(calls, "create secret generic kafka-minimart-admin") < _position(
+        calls, "apply -k k8s/infra"
+    )
+    assert not any("delete" in c or "rollout restart" in c for c in calls), calls
+
+
+def test_a_deleted_kafka_secret_is_made_anew_and_its_readers_pick_it_up(tmp_path: Path) -> None:
+    """A rotation: delete the Secret, rerun; the Job sets the new password, readers restart."""
+    keep = [
+        s for s in _kafka_secret_names() if s not in {"kafka-fn-payment", "kafka-minimart-admin"}
+    ]
+    code, output, calls = _run(
+        tmp_path,
+        "deploy",
+        secret_keys=" ".join(generated.secret_keys()) + " ",
+        secrets=" ".join(["minimart-secrets", *keep]) + " ",
+    )
+    assert code == 0, output
+    assert sorted(_made(tmp_path)) == ["kafka-fn-payment", "kafka-minimart-admin"]
+    delete_job = _position(
+        calls, "delete job --namespace minimart -l app.kubernetes.io/name=create-topics"
+    )
+    assert delete_job < _position(calls, "skaffold run")
+    restart_broker = _position(calls, "rollout restart statefulset/kafka --namespace minimart")
+    restart_payment = _position(
+        calls, "delete pod --namespace minimart -l serving.knative.dev/service=payment"
+    )
+    assert _position(calls, "skaffold run") < min(restart_broker, restart_payment)
+    assert not any("service=inventory" in c for c in calls), "only what reads a new Secret"
+
+
+def test_kind_up_reads_the_principals_the_model_renders() -> None:
+    """kind-up.sh's awk over kafka-access.yaml gives the lines the ConfigMap holds."""
+    script = SCRIPT.read_text()
+    start = script.index("kafka_principals() {")
+    function = script[start : script.index("\n}\n", start) + 3]
+    result = subprocess.run(
+        ["bash", "-c", f"{function}\nKAFKA_ACCESS={generated.KAFKA_ACCESS}\nkafka_principals"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    lines = [" ".join(vars(p).values()) for p in generated.kafka_principals()]
+    assert result.stdout.splitlines() == lines

@@ -170,19 +170,24 @@ def _namer() -> ModuleType:
 def test_the_topics_job_is_named_after_its_spec_and_the_topics(build: kube.Build) -> None:
     namer = _namer()
     job_text, topics_text = Path(namer.JOB).read_text(), Path(namer.TOPICS).read_text()
-    expected = namer.expected_name(job_text, topics_text)
+    access_text = Path(namer.ACCESS).read_text()
+    expected = namer.expected_name(job_text, topics_text, access_text)
     (job,) = kube.of_kind(build.documents, "batch", "Job")
     assert job["metadata"]["name"] == expected, "stale: run `make topics-job`"
-    # Another topic, another partition count or another script: another Job, which runs.
+    # Another topic, another partition count, another script or other Kafka ACLs: another Job,
+    # which runs.
     more_topics = topics_text.replace("\ndata:\n", '\ndata:\n  minimart.new.topic: "3"\n', 1)
     assert more_topics != topics_text
-    assert namer.expected_name(job_text, more_topics) != expected
+    assert namer.expected_name(job_text, more_topics, access_text) != expected
     script = job_text.replace("--replication-factor 1", "--replication-factor 2")
     assert script != job_text
-    assert namer.expected_name(script, topics_text) != expected
+    assert namer.expected_name(script, topics_text, access_text) != expected
+    more_acls = access_text.replace("  acls: |\n", "  acls: |\n    someone topic READ t\n", 1)
+    assert more_acls != access_text
+    assert namer.expected_name(job_text, topics_text, more_acls) != expected
     # The name does not feed its own hash, and the Job's immutable template mounts the topics.
     renamed = job_text.replace(expected, "create-topics-0000000000")
-    assert namer.expected_name(renamed, topics_text) == expected
+    assert namer.expected_name(renamed, topics_text, access_text) == expected
     assert job["metadata"]["labels"]["app.kubernetes.io/name"] == "create-topics"
     assert job["spec"]["ttlSecondsAfterFinished"] > 0, "finished Jobs go away"
 

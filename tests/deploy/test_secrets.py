@@ -2,13 +2,15 @@
 
 Each function gets the credentials of the stores it owns and no other; each store gets its
 administrator's and those of the roles it creates; every key a manifest reads is one kind-up.sh
-generates, and every key it generates is read.
+generates, and every key it generates is read. (The Kafka credentials, one Secret
+``kafka-<principal>`` each, are checked against the Kafka access model in test_kafka_access.py.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from minimart.kafka_access import SECRET_PREFIX as KAFKA_SECRET_PREFIX
 from tests.deploy import generated, kube
 
 # The design (README's saga table, minimart/bootstrap.py): workload -> the keys it reads.
@@ -39,11 +41,16 @@ def _reads(doc: dict[str, Any]) -> set[str]:
         for container in [*spec["containers"], *spec.get("initContainers", [])]:
             for env in container.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
-                if ref:
+                if ref and not ref["name"].startswith(KAFKA_SECRET_PREFIX):
                     assert ref["name"] == generated.SECRET_NAME, ref
                     keys.add(ref["key"])
             assert not any("secretRef" in s for s in container.get("envFrom", [])), doc
         assert not [v for v in spec.get("volumes", []) if "secret" in v], "name keys instead"
+        for volume in spec.get("volumes", []):
+            for source in volume.get("projected", {}).get("sources", []):
+                if "secret" in source:
+                    assert source["secret"]["name"].startswith(KAFKA_SECRET_PREFIX), volume
+                    assert source["secret"].get("items"), "name keys instead"
     return keys
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -185,17 +184,19 @@ def test_volumes_configmaps_and_secrets_resolve(
 ) -> None:
     rendered = each_build.documents
     # What the other roots of the namespace apply resolves too (k8s/infra's ConfigMaps for
-    # k8s/), and the Secret scripts/kind-up.sh generates in the namespace minimart.
+    # k8s/), and the Secrets scripts/kind-up.sh generates in the namespace minimart.
     neighbours = [
         d for b in builds.values() if b.namespace == each_build.namespace for d in b.documents
     ]
     if each_build.namespace == "minimart":
-        neighbours.append(generated.generated_secret())
+        neighbours += generated.generated_secrets()
     configmaps = _by_name(neighbours, "", "ConfigMap")
     secrets = _by_name(neighbours, "", "Secret")
     data = {
         **{("ConfigMap", n): set(d.get("data", {})) for n, d in configmaps.items()},
         **{("Secret", n): set(d.get("data", {})) for n, d in secrets.items()},
+        # Kubernetes publishes the cluster's CA in every namespace (root-ca-cert-publisher).
+        ("ConfigMap", "kube-root-ca.crt"): {"ca.crt"},
     }
     for doc in _workloads(rendered):
         claims = {t["metadata"]["name"] for t in doc["spec"].get("volumeClaimTemplates", [])}
@@ -206,7 +207,14 @@ def test_volumes_configmaps_and_secrets_resolve(
                     assert ("ConfigMap", volume["configMap"]["name"]) in data, _where(doc)
                 if "secret" in volume:
                     assert ("Secret", volume["secret"]["secretName"]) in data, _where(doc)
-            for container in spec["containers"]:
+                for projected in volume.get("projected", {}).get("sources", []):
+                    for kind, key in (("ConfigMap", "configMap"), ("Secret", "secret")):
+                        if key in projected:
+                            keys = data.get((kind, projected[key]["name"]))
+                            assert keys is not None, f"{_where(doc)}: {projected[key]['name']}"
+                            for item in projected[key].get("items", []):
+                                assert item["key"] in keys, f"{_where(doc)}: {item['key']}"
+            for container in [*spec["containers"], *spec.get("initContainers", [])]:
                 for mount in container.get("volumeMounts", []):
                     assert mount["name"] in volumes | claims, f"{_where(doc)}: {mount['name']}"
                 for source in container.get("envFrom", []):
@@ -390,9 +398,7 @@ def test_configuration_is_what_settings_reads(
     rendered: list[dict[str, Any]], all_rendered: list[dict[str, Any]]
 ) -> None:
     config = _by_name(rendered, "", "ConfigMap")["minimart-config"]["data"]
-    secret = {
-        k: base64.b64decode(v).decode() for k, v in generated.generated_secret()["data"].items()
-    }
+    secrets = generated.secret_values()
     services = _services(all_rendered)
     for name, ksvc in _ksvcs(rendered).items():
         (container,) = ksvc["spec"]["template"]["spec"]["containers"]
@@ -409,8 +415,7 @@ def test_configuration_is_what_settings_reads(
                 env[item["name"]] = _expand(item["value"], env, expanded)
             else:
                 ref = item["valueFrom"]["secretKeyRef"]
-                assert ref["name"] == generated.SECRET_NAME
-                env[item["name"]] = secret[ref["key"]]
+                env[item["name"]] = secrets[ref["name"]][ref["key"]]
         recorder = _RecordingEnv(env)
         settings = Settings.from_env(recorder)
         unread = set(env) - recorder.read - expanded
@@ -983,13 +988,17 @@ def test_kind_up_waits_for_the_knative_resources_to_be_ready() -> None:
         assert branch.index("deploy_minimart") < branch.index("wait_minimart"), step
     assert body.rstrip().endswith("print_access")
     # The stores are applied before skaffold (whose k8s/ needs their namespace and Secret), in
-    # both branches; the Job is named after its spec, so nothing is deleted first.
+    # both branches; the Job is named after its spec, so nothing is deleted first, but for a
+    # Kafka password made anew (a rotation: the Job must set it, tests/deploy/test_kind_up_script).
     for step in ("all)", "deploy)"):
         start = body.index(step)
         branch = body[start : body.index(";;", start)]
         assert branch.index("install_stores") < branch.index("deploy_minimart"), step
     assert "k apply -k k8s/infra\n" in script
-    assert "delete job" not in script
+    rotation = script[script.index("create_kafka_secrets() {") :]
+    rotation = rotation[: rotation.index("\n}\n")]
+    assert script.count("delete job") == rotation.count("delete job") == 1
+    assert "if (( made && kept )); then" in rotation
     makefile = (PROJECT_ROOT / "mk" / "deploy.mk").read_text()
     assert "bash scripts/kind-up.sh deploy" in makefile
 
