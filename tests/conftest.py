@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from minimart.console.client import OrderClient
+from minimart.local_stores import local_store_settings
 from minimart.settings import Settings
 from tests.stack import bring_up, tear_down
 
@@ -31,7 +32,9 @@ def fuzz_records(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings.from_env()
+    """The local stack's settings, each store's address with its owner's login (the one way
+    in: ``minimart.local_stores.local_store_settings``)."""
+    return local_store_settings(Settings.from_env())
 
 
 @pytest.fixture(scope="session")

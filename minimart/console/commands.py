@@ -16,6 +16,7 @@ from minimart.console import checker, orders, replay
 from minimart.console.books import DeadLetterFilter
 from minimart.console.client import OrderClient
 from minimart.console.trace import print_order_trace
+from minimart.local_stores import local_store_settings
 from minimart.settings import Settings
 
 # The addresses a console command may be given as flags (``--orders-dsn`` ...): each is the
@@ -41,7 +42,7 @@ def addresses() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     report = checker.wait_for_books(
-        settings,
+        local_store_settings(settings),
         timeout=args.wait,
         order_ids=args.order_ids,
         since=args.since,
@@ -126,7 +127,7 @@ def _order(args: argparse.Namespace, settings: Settings) -> int:
     address = {**orders.ADDRESS, "country": args.country, "postalCode": args.postal_code}
     items = [{"sku": args.sku, "quantity": args.quantity}]
     client = OrderClient(args.ingress_url or orders.ingress_url(settings))
-    orders.run_order(client, settings, args.customer, items, address)
+    orders.run_order(client, local_store_settings(settings), args.customer, items, address)
     return 0
 
 
