@@ -20,7 +20,6 @@ from minimart.console import commands as console
 from minimart.console import orders
 from minimart.console.client import OrderClient
 from minimart.local import cli as runtime
-from minimart.local_stores import local_store_settings
 from minimart.settings import Settings
 
 _stack_up = runtime.runtime("stack_up")
@@ -28,7 +27,7 @@ _stack_up = runtime.runtime("stack_up")
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     _stack_up(args, settings)
-    orders.run_demo(OrderClient(orders.ingress_url(settings)), local_store_settings(settings))
+    orders.run_demo(OrderClient(orders.ingress_url(settings)), settings)
     return 0
 
 

@@ -127,7 +127,7 @@ def _order(args: argparse.Namespace, settings: Settings) -> int:
     address = {**orders.ADDRESS, "country": args.country, "postalCode": args.postal_code}
     items = [{"sku": args.sku, "quantity": args.quantity}]
     client = OrderClient(args.ingress_url or orders.ingress_url(settings))
-    orders.run_order(client, local_store_settings(settings), args.customer, items, address)
+    orders.run_order(client, settings, args.customer, items, address)
     return 0
 
 
