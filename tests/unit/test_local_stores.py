@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from minimart import local_stores
+from minimart.local_secrets import random_password
 from minimart.local_stores import local_store_settings, with_login, without_store_logins
 from minimart.settings import Settings
 
@@ -51,14 +52,15 @@ def test_an_address_given_otherwise_is_kept_as_it_is(tmp_path: Path) -> None:
 
 def test_the_runner_is_handed_the_addresses_without_the_logins(tmp_path: Path) -> None:
     bare = Settings(state_dir=tmp_path)
-    cluster = "redis://:pw@redis:6379/0"
+    cluster = with_login("redis://redis:6379/0", "", random_password())
     settings = local_store_settings(Settings(state_dir=tmp_path, redis_url=cluster))
     assert without_store_logins(settings) == Settings(state_dir=tmp_path, redis_url=cluster)
     assert without_store_logins(bare) == bare
 
 
-def test_a_login_is_quoted_into_the_url() -> None:
+def test_a_login_is_quoted_into_the_url_and_replaces_any_other() -> None:
     assert with_login("redis://h:1/0", "", "p/w@") == "redis://:p%2Fw%40@h:1/0"
-    assert (
-        with_login("mongodb://u:old@h:1/db", "shipping", "new") == "mongodb://shipping:new@h:1/db"
-    )
+    old = with_login("mongodb://h:1/db", "u", random_password())
+    new = random_password()
+    url = urlsplit(with_login(old, "shipping", new))
+    assert (url.username, url.password, url.hostname, url.port) == ("shipping", new, "h", 1)
