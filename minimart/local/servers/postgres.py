@@ -47,7 +47,7 @@ HBA = (
 # What a role owns in its database (tables, views, sequences no column owns: those follow
 # their table); the superuser's before the roles existed.
 _OWNED_BY_SUPERUSER = """
-SELECT c.oid::regclass::text, c.relkind FROM pg_class c
+SELECT n.nspname, c.relname, c.relkind FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = 'public' AND c.relowner = 'postgres'::regrole
   AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
@@ -219,11 +219,11 @@ class Postgres(ManagedServer):
         """What the superuser owns in ``database`` (a state dir from before the roles) goes
         to ``role``, which owns the database."""
         with psycopg.connect(self.dsn(database), autocommit=True, connect_timeout=5) as conn:
-            for relation, kind in conn.execute(_OWNED_BY_SUPERUSER).fetchall():
+            for schema, relation, kind in conn.execute(_OWNED_BY_SUPERUSER).fetchall():
                 what = "SEQUENCE" if kind == "S" else "TABLE"  # ALTER TABLE covers views too
                 conn.execute(
                     sql.SQL("ALTER {} {} OWNER TO {}").format(
-                        sql.SQL(what), sql.SQL(relation), sql.Identifier(role)
+                        sql.SQL(what), sql.Identifier(schema, relation), sql.Identifier(role)
                     )
                 )
 
