@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from minimart.adapters import postgres_views
+from minimart.local_stores import local_store_settings
 from minimart.settings import Settings
 
 ADDRESS = {"name": "Ada", "line1": "1 Loop Rd", "city": "Springfield", "country": "US"}
@@ -135,7 +136,7 @@ class Completion:
 
 
 def completions(settings: Settings, order_ids: list[str]) -> dict[str, Completion]:
-    with postgres_views.connect(settings.orders_dsn) as conn:
+    with postgres_views.connect(local_store_settings(settings).orders_dsn) as conn:
         rows = postgres_views.order_progress(conn, order_ids)
     return {
         row[0]: Completion(row[0], row[1], row[3], row[4], row[2])

@@ -27,6 +27,7 @@ from bench import load
 from bench.measure import measure_rate
 from minimart.adapters import postgres_views
 from minimart.local import stack
+from minimart.local_stores import local_store_settings
 from minimart.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger("bench.loadtest")
@@ -57,7 +58,7 @@ def _given_peak(k6_args: Sequence[str]) -> int | None:
 
 def run_report(settings: Settings, started: float, ended: float) -> dict[str, Any]:
     """Orders of the run: accepted, completed, and completions per second (the sustained)."""
-    with postgres_views.connect(settings.orders_dsn) as conn:
+    with postgres_views.connect(local_store_settings(settings).orders_dsn) as conn:
         accepted, final, last = postgres_views.orders_between(conn, started, ended)
     span = (last - started) if last else 0.0
     return {

@@ -38,6 +38,7 @@ from bench import cpu as cpu_mod
 from bench import floor as floor_mod
 from bench import identity_cpu, load
 from minimart.local import stack
+from minimart.local_stores import local_store_settings
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
@@ -271,7 +272,7 @@ def hop_breakdown(
     ids = [c.order_id for c in confirmed][:2000]
     stages: dict[str, list[float]] = {f"{a} -> {b}": [] for a, b, _ in STAGES}
     if ids:
-        with postgres_views.connect(settings.orders_dsn) as conn:
+        with postgres_views.connect(local_store_settings(settings).orders_dsn) as conn:
             rows = postgres_views.timeline_moments(conn, ids)
         at: dict[str, dict[str, float]] = {}
         for order_id, step, moment in rows:

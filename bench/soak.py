@@ -50,6 +50,7 @@ from minimart.handlers.redrive import transient
 from minimart.local import stack
 from minimart.local.servers.process import kill_group
 from minimart.local.servers.supervision import Supervisor
+from minimart.local_stores import local_store_settings
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
@@ -315,7 +316,7 @@ def run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     stack.wait_ready(settings, timeout=BACK_TIMEOUT_S)
     ids = baseline.pop("_ids") + under_chaos.pop("_ids")
     report = checker.wait_for_books(
-        settings,
+        local_store_settings(settings),
         timeout=SETTLE_TIMEOUT_S,
         order_ids=ids,
         expected_dead_letters=lambda letter: not transient(letter.code),  # poison may stay

@@ -92,9 +92,10 @@ def of(settings: Settings) -> LocalSecrets:
 def kafka_secret(secrets: LocalSecrets, name: str) -> dict[str, str]:
     """The Kafka Secret ``name`` (``kafka-<principal>``, the keys a cluster's has), made now if
     missing."""
+    user = principal_of(name, f"Secret {name}")
     fixed = {
-        "user": principal_of(name, f"Secret {name}"),
-        "sasl.mechanism": MECHANISM,
+        "user": user,
+        "sasl.mechanism": ADMIN_MECHANISM if user == ADMIN else MECHANISM,
         "protocol": PROTOCOL,
     }
     return secrets.ensure(name, fixed, ("password",))

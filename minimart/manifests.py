@@ -27,6 +27,8 @@ DEFAULT_BACKOFF_POLICY = "exponential"
 DEFAULT_BACKOFF_DELAY_S = 0.3
 # Knative's KafkaSource sets no delivery timeout by default; a hung sink must not hang forever.
 DEFAULT_ATTEMPT_TIMEOUT_S = 30.0
+# The Secret of the stores' passwords (scripts/kind-up.sh; locally minimart/local_stores.py).
+STORE_SECRET = "minimart-secrets"  # noqa: S105 (a Secret's name, not a password)
 
 
 class ManifestError(ValueError):
@@ -95,6 +97,8 @@ class FunctionService:
     produces: tuple[str, ...] = ()
     # The Secret its container's MINIMART_KAFKA_USER comes from (None: it has none).
     kafka_secret: str | None = None
+    # The keys of the Secret minimart-secrets its containers read (its stores' passwords).
+    store_secret_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,17 +148,22 @@ def _delivery(spec: Mapping[str, Any], sinks: Mapping[str, str], where: str) -> 
     )
 
 
-def _secret_of_env(document: Mapping[str, Any], variable: str) -> str | None:
-    """The Secret a Knative Service's containers read ``variable`` from, if any."""
+def _secret_refs(document: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Each variable a Knative Service's containers read from a Secret, with its reference."""
     containers = (((document.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
         "containers"
     ) or []
     for container in containers:
         for item in container.get("env") or []:
             ref = (item.get("valueFrom") or {}).get("secretKeyRef")
-            if item.get("name") == variable and ref:
-                return str(ref["name"])
-    return None
+            if ref:
+                yield str(item.get("name")), ref
+
+
+def _secret_of_env(document: Mapping[str, Any], variable: str) -> str | None:
+    """The Secret a Knative Service's containers read ``variable`` from, if any."""
+    return next((str(ref["name"]) for name, ref in _secret_refs(document) if name == variable),
+                None)  # fmt: skip
 
 
 def _sasl_secret(spec: Mapping[str, Any]) -> str | None:
@@ -175,6 +184,9 @@ def _function_service(document: Mapping[str, Any]) -> FunctionService:
         public=labels.get("networking.knative.dev/visibility") != "cluster-local",
         produces=tuple(t for t in annotations.get("minimart.dev/produces", "").split(",") if t),
         kafka_secret=_secret_of_env(document, "MINIMART_KAFKA_USER"),
+        store_secret_keys=tuple(
+            str(ref["key"]) for _, ref in _secret_refs(document) if ref["name"] == STORE_SECRET
+        ),
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from minimart.console.client import OrderClient
+from minimart.local_stores import local_store_settings
 from minimart.settings import Settings
 from tests.stack import bring_up, console_settings, tear_down
 
@@ -31,7 +32,10 @@ def fuzz_records(request: pytest.FixtureRequest) -> int:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return console_settings(Settings.from_env())
+    """The local stack's settings as the ops console's: each store's address with its owner's
+    login (the one way in: ``minimart.local_stores.local_store_settings``) and Kafka's
+    ``minimart-console`` principal (``tests.stack.console_settings``)."""
+    return console_settings(local_store_settings(Settings.from_env()))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from minimart.kafka_access import CONSOLE, secret_of
 from minimart.kafka_clients import KafkaCredentials
 from minimart.local import stack
 from minimart.local.servers.kafka_broker import jars_present
+from minimart.local_stores import local_store_settings, without_store_logins
 from minimart.manifests import load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
@@ -28,8 +29,10 @@ T = TypeVar("T")
 
 
 def bring_up(settings: Settings) -> list[str]:
-    """Start whatever of the stack is not running yet; the names started (to stop later)."""
-    return stack.up(settings)
+    """Start whatever of the stack is not running yet; the names started (to stop later).
+    The runner is handed ``settings`` without the stores' logins: it gives each function its
+    own (``minimart.local_stores``), and nothing else any."""
+    return stack.up(without_store_logins(settings))
 
 
 def console_settings(settings: Settings) -> Settings:
@@ -157,7 +160,8 @@ def private_state_dir(prefix: str) -> Iterator[Path]:
 
 
 def private_settings(state_dir: Path, ports: Mapping[str, int]) -> Settings:
-    """Settings of a private stack: ``ports`` maps e.g. MINIMART_KAFKA_PORT to a port."""
+    """Settings of a private stack: ``ports`` maps e.g. MINIMART_KAFKA_PORT to a port; each
+    store's address with its owner's login (generated in ``state_dir`` if new)."""
     env = {"MINIMART_STATE_DIR": str(state_dir)}
     env.update({name: str(port) for name, port in ports.items()})
-    return Settings.from_env(env)
+    return local_store_settings(Settings.from_env(env))

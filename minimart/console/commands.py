@@ -16,6 +16,7 @@ from minimart.console import checker, orders, replay
 from minimart.console.books import DeadLetterFilter
 from minimart.console.client import OrderClient
 from minimart.console.trace import print_order_trace
+from minimart.local_stores import local_store_settings
 from minimart.settings import Settings
 
 # The addresses a console command may be given as flags (``--orders-dsn`` ...): each is the
@@ -41,7 +42,7 @@ def addresses() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     report = checker.wait_for_books(
-        settings,
+        local_store_settings(settings),
         timeout=args.wait,
         order_ids=args.order_ids,
         since=args.since,

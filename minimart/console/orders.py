@@ -9,6 +9,7 @@ from typing import Any
 
 from minimart.console.client import OrderClient, format_timeline
 from minimart.console.effects import order_effects
+from minimart.local_stores import local_store_settings
 from minimart.settings import Settings
 
 ADDRESS = {"name": "Ada", "line1": "1 Loop Rd", "city": "Springfield", "postalCode": "12345"}
@@ -31,7 +32,7 @@ def ingress_url(settings: Settings) -> str:
 
 
 def _print_effects(order_id: str, settings: Settings) -> None:
-    effects = order_effects(order_id, settings)
+    effects = order_effects(order_id, local_store_settings(settings))
     print("  effects:")
     for store, value in effects.items():
         print(f"    {store:<14} {json.dumps(value, default=str)}")

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import requests
 
-from minimart import identity, local_secrets
+from minimart import identity, local_secrets, local_stores
 from minimart.local import servers
 from minimart.local.servers import process
 from minimart.local.servers.base import child_env
@@ -141,6 +141,10 @@ def plan_stack(settings: Settings, topology: Topology | None = None) -> StackPla
             fn = by_service[service]
             fed = replace(fn, env=(*fn.env, ("MINIMART_OIDC_SUBJECTS", ",".join(subjects))))
             functions[functions.index(fn)] = by_service[service] = fed
+    for fn in list(functions):
+        stores = store_environment(settings, topology, fn.service)
+        told = replace(fn, env=(*fn.env, *stores))
+        functions[functions.index(fn)] = by_service[fn.service] = told
     dispatchers = []
     for index, source in enumerate(topology.sources):
         if source.sink_service not in by_service:
@@ -175,6 +179,17 @@ def allowed_senders(topology: Topology) -> dict[str, tuple[str, ...]]:
         service: (*sorted(subjects), identity.CONSOLE_SUBJECT)
         for service, subjects in allowed.items()
     }
+
+
+def store_environment(
+    settings: Settings, topology: Topology, function: str
+) -> tuple[tuple[str, str], ...]:
+    """The stores' variables of ``function``: the address of each store whose password its
+    Knative Services read from minimart-secrets, with its login there, and no other store's
+    login (``minimart/local_stores.py``), as k8s/functions/ give it in the cluster."""
+    keys = [k for s in topology.services.values() if s.function == function
+            for k in s.store_secret_keys]  # fmt: skip
+    return tuple(local_stores.store_environment(settings, keys).items())
 
 
 def signature_of(main: Path) -> str:

@@ -14,6 +14,7 @@ from minimart.catalog import Event, EventType
 from minimart.domain.orders import OrderStatus
 from minimart.domain.saga import Contradiction
 from minimart.handlers import order_status
+from minimart.local import servers
 from tests.contract.orders_db import (
     FakeOrdersDatabase,
     OrdersDatabase,
@@ -267,9 +268,10 @@ def test_an_older_orders_database_gets_the_facts_its_timelines_hold(
     order's timeline, so an order in flight across the upgrade keeps what it recorded."""
     name = f"minimart_older_{uuid.uuid4().hex[:12]}"
     older_schema = ORDERS_SCHEMA[: ORDERS_SCHEMA.index("-- The saga's facts")]
-    base = container.settings.orders_dsn
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"'.encode())
+    base = container.settings.orders_dsn  # the orders role's login: it owns the new database
+    superuser = servers.Postgres(container.settings).dsn()
+    with psycopg.connect(superuser, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" OWNER minimart_orders'.encode())
     try:
         dsn = base.rsplit("/", 1)[0] + "/" + name
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -299,5 +301,5 @@ def test_an_older_orders_database_gets_the_facts_its_timelines_hold(
             EventType.ORDER_CREATED, EventType.INVENTORY_RESERVED, EventType.PAYMENT_CAPTURED
         }  # fmt: skip
     finally:
-        with psycopg.connect(base, autocommit=True) as admin:
+        with psycopg.connect(superuser, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())

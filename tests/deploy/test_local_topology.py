@@ -7,6 +7,7 @@ and compared with what the local runner reads (load_topology) and plans (plan_st
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from minimart.local.stack import plan_stack
@@ -89,9 +90,11 @@ def test_local_topology_equals_the_manifests(rendered: list[dict[str, Any]]) -> 
     assert local_services == declared["services"]
 
 
-def test_local_stack_plan_follows_the_manifests(rendered: list[dict[str, Any]]) -> None:
+def test_local_stack_plan_follows_the_manifests(
+    rendered: list[dict[str, Any]], tmp_path: Path
+) -> None:
     topology = load_topology(PROJECT_ROOT)
-    plan = plan_stack(Settings.from_env({}), topology)
+    plan = plan_stack(Settings.from_env({"MINIMART_STATE_DIR": str(tmp_path)}), topology)
     functions = {fn.service: fn for fn in plan.functions}
     assert set(functions) == set(_declared(rendered)["services"])
     assert len({fn.port for fn in plan.functions}) == len(plan.functions), "ports collide"

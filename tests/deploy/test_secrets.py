@@ -9,8 +9,11 @@ generates, and every key it generates is read. (The Kafka credentials, one Secre
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
+from minimart import local_stores
 from minimart.kafka_access import SECRET_PREFIX as KAFKA_SECRET_PREFIX
+from minimart.settings import Settings
 from tests.deploy import generated, kube
 
 # The design (README's saga table, minimart/bootstrap.py): workload -> the keys it reads.
@@ -69,3 +72,32 @@ def test_kind_up_generates_exactly_the_keys_the_manifests_read() -> None:
     keys = generated.secret_keys()
     assert len(keys) == len(set(keys))
     assert set(keys) == set().union(*EXPECTED.values())
+
+
+def test_the_local_stack_keeps_the_same_secret_and_logs_in_as_the_cluster_does(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """minimart/local_stores.py: the local Secret has kind-up.sh's name and keys, and each
+    store address a function is given in the cluster logs in as the local login of that store
+    (same user, the password of the same key), so the local stack runs what the cluster runs."""
+    assert local_stores.SECRET == generated.SECRET_NAME
+    assert tuple(generated.secret_keys()) == local_stores.SECRET_KEYS
+    variables = {Settings.declarations()[f].env: f for f in local_stores.LOGINS}
+    seen = set()
+    for doc in rendered:
+        for spec in kube.pod_specs(doc):
+            for container in spec["containers"]:
+                keys = {  # $(VARIABLE) -> the key of minimart-secrets it holds
+                    f"$({e['name']})": e["valueFrom"]["secretKeyRef"]["key"]
+                    for e in container.get("env", [])
+                    if "secretKeyRef" in e.get("valueFrom", {})
+                }
+                for env in container.get("env", []):
+                    if env["name"] not in variables or "value" not in env:
+                        continue
+                    login = local_stores.LOGINS[variables[env["name"]]]
+                    url = urlsplit(env["value"])
+                    password = keys.get(url.password or "")
+                    assert (url.username or "", password) == (login.user, login.key), env
+                    seen.add(env["name"])
+    assert seen == set(variables), "a store no function logs in to"

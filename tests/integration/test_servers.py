@@ -80,19 +80,24 @@ def stack() -> Iterator[Stack]:
             servers.stop_all(settings)
 
 
+def _dsn(settings: Settings, database: str) -> str:
+    """The DSN of ``database`` with its own role's login (``settings`` are private_settings)."""
+    dsns = {settings.orders_dsn, settings.inventory_dsn, settings.payments_dsn}
+    (dsn,) = [d for d in dsns if d.endswith(f"/{database}")]
+    return dsn
+
+
 def _pg_row(settings: Settings, database: str, table: str) -> list[str]:
-    with psycopg.connect(
-        f"postgresql://postgres@127.0.0.1:{settings.postgres_port}/{database}"
-    ) as conn:
+    with psycopg.connect(_dsn(settings, database)) as conn:
         return [row[0] for row in conn.execute(f"SELECT v FROM {table}").fetchall()]
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=settings.redis_port, socket_timeout=5)
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5)
 
 
 def _mongo(settings: Settings) -> MongoClient[dict[str, object]]:
-    return MongoClient("127.0.0.1", settings.mongo_port, serverSelectionTimeoutMS=5000)
+    return MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
 
 
 def _produce(settings: Settings, topic: str, partition: int, value: bytes) -> int:
@@ -285,15 +290,12 @@ def test_ensure_up_started_every_server(stack: Stack) -> None:
 def test_postgres_has_the_databases(stack: Stack) -> None:
     table = f"t_{_uid()}"
     for database in DATABASES:
-        dsn = f"postgresql://postgres@127.0.0.1:{stack.settings.postgres_port}/{database}"
-        with psycopg.connect(dsn) as conn:
+        with psycopg.connect(_dsn(stack.settings, database)) as conn:
             conn.execute(f"CREATE TABLE {table} (v text)")
             conn.execute(f"INSERT INTO {table} VALUES (%s)", (database,))
             conn.commit()
         assert _pg_row(stack.settings, database, table) == [database]
-    with psycopg.connect(
-        f"postgresql://postgres@127.0.0.1:{stack.settings.postgres_port}/postgres"
-    ) as conn:
+    with psycopg.connect(servers.Postgres(stack.settings).dsn()) as conn:
         row = conn.execute("SHOW max_connections").fetchone()
         assert row is not None and int(row[0]) >= 100
         fsync = conn.execute("SHOW fsync").fetchone()
@@ -312,7 +314,7 @@ def test_redis_answers_and_streams(stack: Stack) -> None:
 
 def test_mongo_inserts_and_finds(stack: Stack) -> None:
     client = _mongo(stack.settings)
-    collection = client["it"][f"c{_uid()}"]
+    collection = client.get_default_database()[f"it{_uid()}"]
     key = _uid()
     collection.insert_one({"_id": key, "n": 1})
     assert collection.find_one({"_id": key}) == {"_id": key, "n": 1}
@@ -357,8 +359,7 @@ def test_restart_and_crash_keep_data(stack: Stack) -> None:
     settings = stack.settings
     key = _uid()
     table = f"r_{key}"
-    dsn = f"postgresql://postgres@127.0.0.1:{settings.postgres_port}/minimart_orders"
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(settings.orders_dsn) as conn:
         conn.execute(f"CREATE TABLE {table} (v text)")
         conn.execute(f"INSERT INTO {table} VALUES (%s)", (key,))
         conn.commit()
@@ -366,7 +367,7 @@ def test_restart_and_crash_keep_data(stack: Stack) -> None:
     entry = client.xadd(f"it-{key}", {"k": key})
     client.close()
     mongo = _mongo(settings)
-    mongo["it"]["restart"].insert_one({"_id": key})
+    mongo.get_default_database()["it_restart"].insert_one({"_id": key})
     mongo.close()
     topic = "minimart.order.created"
     offset = _produce(settings, topic, 0, key.encode())
@@ -395,7 +396,7 @@ def test_restart_and_crash_keep_data(stack: Stack) -> None:
     assert entries is not None and entries[0] == (entry, {b"k": key.encode()})
     client.close()
     mongo = _mongo(settings)
-    assert mongo["it"]["restart"].find_one({"_id": key}) == {"_id": key}
+    assert mongo.get_default_database()["it_restart"].find_one({"_id": key}) == {"_id": key}
     mongo.close()
     assert _consume(settings, topic, 0, offset) == key.encode()
 

@@ -437,8 +437,10 @@ SECRET_PATTERNS = {
     "Slack token": re.compile(r"\bxox[baprs]-[A-Za-z0-9-]{10,}"),
     # A $(VAR) there is the kubelet's expansion of a variable from a Secret, not a value.
     "password in a URL": re.compile(r"[a-z]+://[^/\s:@]+:(?!\$\()[^/\s@]{3,}@"),
+    # A value that is ${provider:KEY} or $(VAR) names where the password comes from (Kafka's
+    # config providers, the kubelet's expansion): it is not one.
     "password assignment": re.compile(
-        r"""(?i)\b(password|passwd|secret|api_?key|token)\b\s*[:=]\s*["'][^"'\s]{8,}["']"""
+        r"""(?i)\b(password|passwd|secret|api_?key|token)\b\s*[:=]\s*["'](?!\$[({])[^"'\s]{8,}["']"""
     ),
 }
 

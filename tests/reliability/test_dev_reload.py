@@ -17,6 +17,7 @@ import requests
 
 from minimart.console.client import OrderClient
 from minimart.local import stack
+from minimart.local_stores import without_store_logins
 from minimart.settings import PROJECT_ROOT, Settings
 from tests.stack import eventually
 
@@ -53,9 +54,10 @@ def probe(port: int) -> str:
 
 @pytest.fixture
 def reloading_stack(running_stack: Settings) -> Iterator[Settings]:
-    stack.up(running_stack, reload=True)
+    runner = without_store_logins(running_stack)  # as tests.stack.bring_up hands it
+    stack.up(runner, reload=True)
     yield running_stack
-    stack.up(running_stack)  # the functions as `make up` runs them
+    stack.up(runner)  # the functions as `make up` runs them
 
 
 def test_an_edited_function_serves_the_next_order(

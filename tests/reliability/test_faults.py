@@ -32,6 +32,7 @@ from minimart.handlers.orders import place_order
 from minimart.local import servers, stack
 from minimart.local.dispatcher import COMMIT_INTERVAL_S
 from minimart.local.servers.supervision import Supervisor
+from minimart.local_stores import without_store_logins
 from minimart.observability import tracing
 from minimart.observability.trace_view import SpanRecord, read_spans, span_files, trace_dir
 from minimart.settings import Settings
@@ -354,7 +355,8 @@ def test_the_stack_fixture_restarts_a_program_that_runs_other_code(
         old = stack.function_program(fn, running_stack, code="0" * 16)
     else:
         (dispatcher,) = [d for d in plan.dispatchers if d.process_name == program]
-        old = stack.dispatcher_program(dispatcher, running_stack, code="0" * 16)
+        runner = without_store_logins(running_stack)  # as tests.stack.bring_up hands it
+        old = stack.dispatcher_program(dispatcher, runner, code="0" * 16)
     sup = Supervisor(running_stack)
     sup.define([old])  # as `make up` on an older tree left it
     sup.start(program)

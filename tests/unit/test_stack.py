@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import replace
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from minimart import identity
+from minimart import identity, local_stores
 from minimart.local import stack
 from minimart.local.servers import ALL as SERVERS
 from minimart.local.servers.supervision import Program, ProgramInfo
@@ -19,7 +20,13 @@ from minimart.local.stack import DispatcherProcess, FunctionProcess, Stack, Stac
 from minimart.manifests import Delivery, KafkaSourceSpec, load_topology
 from minimart.settings import PROJECT_ROOT, Settings
 
-SETTINGS = Settings(host="10.1.2.3", ingress_port=18080, function_port_base=18081)
+# Its own state dir: planning the functions' environments makes the local Secret there.
+SETTINGS = Settings(
+    state_dir=Path(tempfile.gettempdir()) / "minimart-unit-stack",
+    host="10.1.2.3",
+    ingress_port=18080,
+    function_port_base=18081,
+)
 
 
 def source(name: str, sink: str, timeout_s: float | None = None) -> KafkaSourceSpec:
@@ -344,6 +351,36 @@ def test_each_fed_function_is_told_who_may_deliver_to_it() -> None:
             if s.sink_service == source.sink_service
         }
     assert "MINIMART_OIDC_SUBJECTS" not in dict(plan.function("order").env)  # public
+
+
+def test_each_function_is_told_the_login_of_its_own_stores_and_no_other() -> None:
+    """The stores a function's manifest gives it a password for (k8s/functions/), each with
+    its owner's login; every other store's variable empty (no login to derive from)."""
+    plan = stack.plan_stack(SETTINGS, load_topology(PROJECT_ROOT))
+    secret = local_stores.local_secret(SETTINGS)
+    owners = {
+        "MINIMART_ORDERS_DSN": {"order", "order-status"},
+        "MINIMART_INVENTORY_DSN": {"inventory"},
+        "MINIMART_PAYMENTS_DSN": {"payment"},
+        "MINIMART_MONGO_URL": {"shipping"},
+        "MINIMART_REDIS_URL": {"notification"},
+    }
+    told: dict[str, set[str]] = {variable: set() for variable in owners}
+    for fn in plan.functions:
+        env = dict(fn.env)
+        assert set(owners) <= set(env), fn.service
+        for variable in owners:
+            if env[variable]:
+                told[variable].add(fn.service)
+        passwords = {key for key, pw in secret.items() if any(pw in v for v in env.values())}
+        stores = {f for f, login in local_stores.LOGINS.items() if login.key in passwords}
+        assert {Settings.declarations()[f].env for f in stores} == {
+            variable for variable in owners if env[variable]
+        }, fn.service
+    assert told == owners
+    settings = Settings.from_env(dict(plan.function("order").env))
+    assert settings.orders_dsn.startswith("postgresql://minimart_orders:")
+    assert settings.payments_dsn == Settings().payments_dsn  # derived: no password in it
 
 
 def test_up_makes_the_token_issuer_before_any_function_starts() -> None:

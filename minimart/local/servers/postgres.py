@@ -1,4 +1,19 @@
-"""PostgreSQL 15 from Debian, run as the ``postgres`` account (it refuses to run as root)."""
+"""PostgreSQL 15 from Debian, run as the ``postgres`` account (it refuses to run as root).
+
+Every client logs in with a password (scram-sha-256), over TCP and over the unix socket alike:
+no ``trust``, no ``peer``. Each database is owned by a login role of its name that may do
+nothing else (``k8s/infra/postgres.yaml`` makes the same roles in the cluster); PUBLIC may
+connect to none of the databases. The superuser ``postgres`` is the runner's alone (it creates
+the roles and databases); its password is minimart-secrets' ``POSTGRES_PASSWORD`` too, as in
+the cluster. Peer authentication over the runner's socket would spare that password, but the
+socket is optional here (a state dir at a long path gets none) and the runner is root, not
+``postgres``: it would need an ident map naming root, so TCP with a password it is.
+
+A state dir made before the roles (trust for every client, every table the superuser's) is
+brought over at the next start, its data kept: ``provision`` gives the superuser its password,
+makes the roles, hands each database and what is in it to its role, and only then rewrites
+``pg_hba.conf`` and reloads (a trusting server accepts the password it is not asked for).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +26,34 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from minimart import local_stores
 from minimart.local.servers.base import (
     INSTALL_HINT,
     ManagedServer,
     MissingBinaryError,
+    ServerError,
 )
 
 BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 ACCOUNT = "postgres"
-DATABASES = ("minimart_orders", "minimart_inventory", "minimart_payments")
+DATABASES = tuple(local_stores.DATABASES)
+# Every client, every database, a password; the runner's socket included.
+HBA = (
+    "# minimart local stack (minimart/local/servers/postgres.py): a password for every client\n"
+    "local all all scram-sha-256\n"
+    "host  all all 127.0.0.1/32 scram-sha-256\n"
+    "host  all all samehost scram-sha-256\n"
+)
+# What a role owns in its database (tables, views, sequences no column owns: those follow
+# their table); the superuser's before the roles existed.
+_OWNED_BY_SUPERUSER = """
+SELECT n.nspname, c.relname, c.relkind FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relowner = 'postgres'::regrole
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
+"""
 _CONF = "minimart.conf"
 # Unix socket paths are limited to 107 bytes; beyond that the server gets no socket.
 _MAX_SOCKET_PATH = 100
@@ -95,23 +129,31 @@ class Postgres(ManagedServer):
         (data / _CONF).write_text(self._conf())
 
     def _initdb(self) -> None:
-        argv = [
-            str(BIN_DIR / "initdb"),
-            "-D",
-            str(self.data_dir),
-            "-U",
-            ACCOUNT,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-        ]
-        self.run_tool(argv, "initdb")
-        (self.data_dir / "pg_hba.conf").write_text(
-            "# minimart local stack: trust, this machine only (settings.host is one of its own)\n"
-            "local all all trust\n"
-            "host  all all 127.0.0.1/32 trust\n"
-            "host  all all samehost trust\n"
-        )
+        # The superuser's password from a file only the postgres account reads, beside the
+        # data dir (initdb wants that empty), removed at once.
+        password_file = self.data_dir.parent / ".postgres-password"
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self._admin_password())
+        try:
+            if os.geteuid() == 0:
+                account = pwd.getpwnam(ACCOUNT)
+                os.chown(password_file, account.pw_uid, account.pw_gid)
+            argv = [
+                str(BIN_DIR / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                ACCOUNT,
+                f"--pwfile={password_file}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+            ]
+            self.run_tool(argv, "initdb")
+        finally:
+            password_file.unlink(missing_ok=True)
+        (self.data_dir / "pg_hba.conf").write_text(HBA)
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write(f"\ninclude_if_exists = '{_CONF}'\n")
 
@@ -128,8 +170,13 @@ class Postgres(ManagedServer):
     def command(self) -> list[str]:
         return [str(BIN_DIR / "postgres"), "-D", str(self.data_dir)]
 
+    def _admin_password(self) -> str:
+        return local_stores.local_secret(self.settings)[local_stores.POSTGRES_ADMIN_KEY]
+
     def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://{ACCOUNT}@{self.host}:{self.port}/{database}"
+        """The superuser's DSN of ``database`` (the runner's: provisioning, test set-up)."""
+        url = f"postgresql://{self.host}:{self.port}/{database}"
+        return local_stores.with_login(url, local_stores.POSTGRES_ADMIN, self._admin_password())
 
     def is_ready(self) -> bool:
         with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
@@ -137,16 +184,59 @@ class Postgres(ManagedServer):
         return True
 
     def provision(self) -> None:
+        """The roles and databases, each database its role's; then password auth only."""
+        secret = local_stores.local_secret(self.settings)
         with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=5) as conn:
+            admin = local_stores.POSTGRES_ADMIN
+            _set_password(conn, admin, secret[local_stores.POSTGRES_ADMIN_KEY])
             existing = {
                 row[0] for row in conn.execute("SELECT datname FROM pg_database").fetchall()
             }
-            for database in DATABASES:
-                if database in existing:
-                    continue
-                # DuplicateDatabase: created concurrently by another `ensure_up`.
-                with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            for database, login in local_stores.DATABASES.items():
+                role = sql.Identifier(login.user)
+                # DuplicateObject/DuplicateDatabase: made concurrently by another `ensure_up`.
+                with contextlib.suppress(psycopg.errors.DuplicateObject):
+                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE").format(role)
+                )
+                _set_password(conn, login.user, secret[login.key])
+                name = sql.Identifier(database)
+                if database not in existing:
+                    with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, role))
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(name, role))
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(name))
+                self._hand_over(database, login.user)
+            conn.execute("REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC")
+            hba = self.data_dir / "pg_hba.conf"
+            if hba.read_text() != HBA:
+                hba.write_text(HBA)
+                if not conn.execute("SELECT pg_reload_conf()").fetchone():
+                    raise ServerError("postgres: pg_hba.conf rewritten but not reloaded")
+
+    def _hand_over(self, database: str, role: str) -> None:
+        """What the superuser owns in ``database`` (a state dir from before the roles) goes
+        to ``role``, which owns the database."""
+        with psycopg.connect(self.dsn(database), autocommit=True, connect_timeout=5) as conn:
+            for schema, relation, kind in conn.execute(_OWNED_BY_SUPERUSER).fetchall():
+                what = "SEQUENCE" if kind == "S" else "TABLE"  # ALTER TABLE covers views too
+                conn.execute(
+                    sql.SQL("ALTER {} {} OWNER TO {}").format(
+                        sql.SQL(what), sql.Identifier(schema, relation), sql.Identifier(role)
+                    )
+                )
+
+
+def _set_password(conn: psycopg.Connection[tuple[object, ...]], role: str, password: str) -> None:
+    """Give ``role`` ``password``, hashed here (as psql's \\password does): the server, its
+    logs and its statistics never see the password itself."""
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+    conn.execute(
+        sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(verifier.decode())
+        )
+    )
 
 
 def _make_traversable(folder: Path) -> None:

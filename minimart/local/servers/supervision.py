@@ -231,7 +231,7 @@ files={_quote(str(self.programs_dir), "programs")}/*.conf
         with self.lock():
             if self.is_running():
                 return False
-            self.programs_dir.mkdir(parents=True, exist_ok=True)
+            self.programs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             (self.settings.state_dir / "logs").mkdir(parents=True, exist_ok=True)
             retire_unsupervised(self.settings, self.url)
             self.config.write_text(self._main_config())
@@ -275,6 +275,7 @@ files={_quote(str(self.programs_dir), "programs")}/*.conf
         """Write these programs' definitions and apply them as ``supervisorctl update`` does;
         the names of those defined anew (added, or changed and therefore stopped)."""
         with self.lock():
+            self.programs_dir.chmod(0o700)  # a function's environment holds its store's login
             for program in programs:
                 path = self.programs_dir / f"{program.name}.conf"
                 text = render_program(program, self.log_file(program.name))
