@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -68,8 +69,8 @@ class LocalSecrets:
         os.chmod(self.folder, 0o700)
         value = {**fixed, **{key: random_password() for key in generated}, **(current or {})}
         path = self.path(name)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, name_of_temporary = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.")
+        temporary = Path(name_of_temporary)  # mode 0600, a name no other maker has
         with os.fdopen(fd, "w") as handle:
             json.dump(value, handle, indent=1, sort_keys=True)
         if current is not None:

@@ -14,7 +14,7 @@ import pytest
 from minimart.bootstrap import Container
 from minimart.local import servers
 from minimart.settings import Settings
-from tests.stack import free_ports, private_settings, private_state_dir
+from tests.stack import as_kafka_admin, free_ports, private_settings, private_state_dir
 
 PORTS = ("POSTGRES", "REDIS", "MONGO", "KAFKA", "KAFKA_CONTROLLER", "PROMETHEUS")
 
@@ -58,5 +58,7 @@ def kafka(private_stack: Settings) -> Settings:
 
 @pytest.fixture(scope="session")
 def container(private_stack: Settings) -> Container:
-    """The composition root on the private servers (each adapter built on first use)."""
-    return Container(private_stack)
+    """The composition root on the private servers (each adapter built on first use); its
+    publisher writes the contract tests' events as the broker's super user (every step's
+    topics in one container)."""
+    return Container(as_kafka_admin(private_stack))
