@@ -85,39 +85,39 @@ def _topics(principal: str, topics: tuple[str, ...] | list[str], *ops: str) -> I
             yield Grant(principal, TOPIC, topic, operation)
 
 
+def _principal(secret: str | None, where: str, missing: str, known: dict[str, str]) -> str:
+    """The principal of a component's Secret, added to ``known`` (ManifestError: none)."""
+    if secret is None:
+        raise ManifestError(f"{where}: {missing}")
+    principal = principal_of(secret, where)
+    known[principal] = secret
+    return principal
+
+
 def access_of(topology: Topology) -> KafkaAccess:
     """The principals and grants the manifests declare (ManifestError: a component that talks
     to Kafka names no Secret)."""
     grants: list[Grant] = []
     principals = {p: secret_of(p) for p in (ADMIN, CONSOLE, TOPICS_JOB)}
     for service in topology.services.values():
-        if not service.produces:
-            continue
-        where = f"Knative Service {service.name}"
-        if service.kafka_secret is None:
-            raise ManifestError(f"{where}: writes {list(service.produces)} with no Kafka Secret")
-        principal = principal_of(service.kafka_secret, where)
-        principals[principal] = service.kafka_secret
-        grants += _topics(principal, service.produces, WRITE, DESCRIBE)
+        if service.produces:
+            missing = f"writes {list(service.produces)} with no Kafka Secret"
+            writer = _principal(
+                service.kafka_secret, f"Knative Service {service.name}", missing, principals
+            )
+            grants += _topics(writer, service.produces, WRITE, DESCRIBE)
     for source in topology.sources:
         where = f"KafkaSource {source.name}"
-        if source.kafka_secret is None:
-            raise ManifestError(f"{where}: no net.sasl Secret")
-        principal = principal_of(source.kafka_secret, where)
-        principals[principal] = source.kafka_secret
-        grants += _topics(principal, source.topics, READ, DESCRIBE)
+        reader = _principal(source.kafka_secret, where, "no net.sasl Secret", principals)
+        grants += _topics(reader, source.topics, READ, DESCRIBE)
         grants += [
-            Grant(principal, GROUP, source.consumer_group, op) for op in (READ, DESCRIBE, DELETE)
+            Grant(reader, GROUP, source.consumer_group, op) for op in (READ, DESCRIBE, DELETE)
         ]
         grants.append(Grant(CONSOLE, GROUP, source.consumer_group, DESCRIBE))
     for sink, topic in topology.dead_letter_sinks.items():
-        where = f"KafkaSink {sink}"
         secret = topology.sink_secrets.get(sink)
-        if secret is None:
-            raise ManifestError(f"{where}: no auth Secret")
-        principal = principal_of(secret, where)
-        principals[principal] = secret
-        grants += _topics(principal, [topic], WRITE, DESCRIBE)
+        writer = _principal(secret, f"KafkaSink {sink}", "no auth Secret", principals)
+        grants += _topics(writer, [topic], WRITE, DESCRIBE)
     written = sorted({t for s in topology.services.values() for t in s.produces})
     grants += _topics(CONSOLE, sorted(topology.topics), READ, DESCRIBE)
     grants += _topics(CONSOLE, written, WRITE)

@@ -9,8 +9,10 @@ read this stand-in: the keys kind-up.sh declares, values that are plainly not pa
 from __future__ import annotations
 
 import base64
+import importlib.util
 import re
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -18,6 +20,17 @@ import yaml
 from minimart.settings import PROJECT_ROOT
 
 KIND_UP = PROJECT_ROOT / "scripts" / "kind-up.sh"
+
+
+def script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` (a renderer of a generated file) as a module."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "scripts" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 SECRET_NAME = "minimart-secrets"
 
 

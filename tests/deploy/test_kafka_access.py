@@ -14,12 +14,10 @@ fails on at least one mutated copy (MUTATIONS): a check that cannot fail proves 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -632,17 +630,8 @@ def test_the_model_refuses_a_component_without_its_own_secret(
 # --- the generated files are fresh --------------------------------------------------------------
 
 
-def _renderer() -> ModuleType:
-    path = PROJECT_ROOT / "scripts" / "render_kafka_access.py"
-    spec = importlib.util.spec_from_file_location("render_kafka_access", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_rendered_access_and_job_volume_are_fresh() -> None:
-    renderer = _renderer()
+    renderer = generated.script("render_kafka_access")
     topology = load_topology(PROJECT_ROOT)
     assert renderer.ACCESS.read_text() == renderer.render_access(topology), "make kafka-access"
     job = renderer.JOB.read_text()
@@ -653,7 +642,7 @@ def test_the_rendered_access_and_job_volume_are_fresh() -> None:
 
 def test_a_manifest_change_makes_the_rendered_files_stale(tmp_path: Path) -> None:
     """The freshness check above can fail: a new topic for payment changes both files."""
-    renderer = _renderer()
+    renderer = generated.script("render_kafka_access")
     root = _copy_manifests(tmp_path)
     service = root / "k8s" / "functions" / "shipping.yaml"
     service.write_text(

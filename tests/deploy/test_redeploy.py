@@ -12,16 +12,14 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from minimart.settings import PROJECT_ROOT
-from tests.deploy import kube
+from tests.deploy import generated, kube
 from tests.deploy import skaffold_labels as skaffold
 
 RUN_ID_PATH = f".metadata.labels.{skaffold.RUN_ID}"
@@ -158,17 +156,8 @@ def test_every_kind_of_minimart_is_modelled(rendered: list[dict[str, Any]]) -> N
 # --- the Job that creates the topics --------------------------------------------------------
 
 
-def _namer() -> ModuleType:
-    path = PROJECT_ROOT / "scripts" / "name_topics_job.py"
-    spec = importlib.util.spec_from_file_location("name_topics_job", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_topics_job_is_named_after_its_spec_and_the_topics(build: kube.Build) -> None:
-    namer = _namer()
+    namer = generated.script("name_topics_job")
     job_text, topics_text = Path(namer.JOB).read_text(), Path(namer.TOPICS).read_text()
     access_text = Path(namer.ACCESS).read_text()
     expected = namer.expected_name(job_text, topics_text, access_text)
