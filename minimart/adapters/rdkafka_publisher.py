@@ -11,8 +11,8 @@ The guarantees are the default's:
 
 * publish before ack: ``publish`` returns only when the broker acknowledged every record with
   ``acks=all``, and raises ``PublishFailed`` otherwise (the step then answers 500);
-* ordering per order: records of one key go to one partition (librdkafka's default partitioner
-  for a keyed record is murmur2, the one of kafka-python and the Java client), and the
+* ordering per order: records of one key go to one partition, the one kafka-python and the
+  Java client pick (``partitioner=murmur2_random``; librdkafka's default hashes otherwise), and the
   idempotent producer (``enable.idempotence``) keeps a partition's records in order across
   retries with several requests in flight;
 * tracing: each record carries the CloudEvents ``ce_traceparent`` extension and the
@@ -48,6 +48,10 @@ def make_rdkafka_producer(bootstrap: str, client_id: str) -> Any:
             "bootstrap.servers": bootstrap,
             "client.id": client_id,
             "acks": "all",
+            # The partition of a key as kafka-python and the Java client pick it (murmur2):
+            # librdkafka's default (consistent_random, CRC32) would put an order's records on
+            # another partition than the default client and the re-drive do.
+            "partitioner": "murmur2_random",
             # Retries keep each partition's order with requests in flight (at most 5).
             "enable.idempotence": True,
             # A step waits for its ack: send at once.
