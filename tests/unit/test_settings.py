@@ -9,7 +9,6 @@ import pytest
 
 from minimart.settings import Settings, SettingsError
 
-
 # Keys that take one of a few values: another than the default.
 OTHER_CHOICE = {"kafka_client": "librdkafka"}
 
