@@ -21,6 +21,7 @@ from minimart.adapters import postgres
 from minimart.adapters.kafka_publisher import KafkaPublisher, make_producer
 from minimart.adapters.mongo import MongoShipments, shipments_collection
 from minimart.adapters.outbox_relay import Outbox, OutboxRelay
+from minimart.adapters.rdkafka_publisher import RdkafkaPublisher, make_rdkafka_producer
 from minimart.adapters.redis_streams import RedisNotifications, make_client
 from minimart.catalog import Event, EventType
 from minimart.domain.orders import OrderLimits, OrderStatus
@@ -129,6 +130,8 @@ class Container:
 
     @cached_property
     def publisher(self) -> Publisher:
+        if self.settings.kafka_client == "librdkafka":
+            return _rdkafka_publisher(self.settings, self.settings.service_name)
         producer = make_producer(
             self.settings.kafka_bootstrap,
             self.settings.service_name,
@@ -139,6 +142,8 @@ class Container:
     @cached_property
     def records(self) -> RecordPublisher:
         """Records published as they are: the redrive function's dead letters."""
+        if self.settings.kafka_client == "librdkafka":
+            return _rdkafka_publisher(self.settings, "redrive", traced=False)
         return KafkaPublisher(
             make_producer(
                 self.settings.kafka_bootstrap,
@@ -221,6 +226,15 @@ WARM_UP: Mapping[str, tuple[str, ...]] = {
     "shipping": ("shipments", "publisher"),
     "notification": ("notifications", "publisher"),
 }
+
+
+def _rdkafka_publisher(settings: Settings, client_id: str, traced: bool = True) -> RdkafkaPublisher:
+    """The publisher on librdkafka (``MINIMART_KAFKA_CLIENT=librdkafka``)."""
+    producer = make_rdkafka_producer(
+        settings.kafka_bootstrap, client_id, kafka_clients.credentials_of(settings)
+    )
+    inject = otel.kafka_header_injector(transport=False) if traced else None
+    return RdkafkaPublisher(producer, inject_headers=inject, traced=traced)
 
 
 def bootstrap(settings: Settings | None = None, *, tracing: bool = True, **given: Any) -> Container:

@@ -137,7 +137,7 @@ def _handle(service: str, cloud_event: CloudEvent, c: Container) -> None:
             broken = binding.structured_problem(flask.request.get_data())
             if broken is not None:
                 raise InvalidEvent(broken)
-        event = parse(cloud_event)
+        event = parse(cloud_event, flask.request.get_data())
         if event.type not in step.accepts:
             raise InvalidEvent(f"{service} does not handle {event.type.short} events")
     except InvalidEvent as exc:

@@ -45,6 +45,10 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _UNSAFE_CHAR = re.compile("[\x00\ud800-\udfff]")
+# What in the bytes of a JSON text can decode to a NUL or a lone surrogate: a ``\u0000`` or
+# ``\ud800``-``\udfff`` escape, a UTF-8-encoded surrogate (``json.loads`` reads bytes with
+# ``surrogatepass``), or a NUL byte (also every UTF-16 or UTF-32 text, which json detects).
+_UNSAFE_JSON_BYTES = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00|\xed[\xa0-\xbf]")
 
 
 def json_depth_exceeds(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
@@ -82,6 +86,14 @@ def unsafe_text(value: Any, pointer: str = "") -> str | None:
             if problem:
                 return problem
     return None
+
+
+def json_text_may_be_unsafe(raw: bytes) -> bool:
+    """Whether the JSON text ``raw`` may decode to a string no store takes (NUL, a lone
+    surrogate): one scan of the bytes, in C. False means ``unsafe_text`` of the decoded
+    document is None for certain; True (rare: also an escaped backslash before ``u0000``)
+    means only that the walk must decide."""
+    return _UNSAFE_JSON_BYTES.search(raw) is not None
 
 
 def _safe(text: str) -> bool:

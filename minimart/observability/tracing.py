@@ -362,10 +362,11 @@ def headers_of(span: Span) -> dict[str, str]:
     return headers
 
 
-def kafka_header_injector() -> Callable[[list[tuple[str, bytes]]], None]:
+def kafka_header_injector(transport: bool = True) -> Callable[[list[tuple[str, bytes]]], None]:
     """For ``KafkaPublisher``: the CloudEvents distributed-tracing extension on each record
     (``ce_traceparent``), plus the ``traceparent`` header when the kafka-python
-    instrumentation (which writes that header from its producer span) is not active."""
+    instrumentation (which writes that header from its producer span) is not active and
+    ``transport`` (a publisher that writes it from its own producer span passes False)."""
 
     def inject(headers: list[tuple[str, bytes]]) -> None:
         carrier = current_headers()
@@ -373,10 +374,22 @@ def kafka_header_injector() -> Callable[[list[tuple[str, bytes]]], None]:
         for name, value in carrier.items():
             if f"ce_{name}" not in present:
                 headers.append((f"ce_{name}", value.encode()))
-            if "kafka" not in _instrumented and name not in present:
+            if transport and "kafka" not in _instrumented and name not in present:
                 headers.append((name, value.encode()))
 
     return inject
+
+
+@contextmanager
+def producer_span(topic: str) -> Iterator[Span]:
+    """A PRODUCER span ``<topic> send`` around one record's hand-off to a Kafka client, named
+    and annotated as kafka-python's instrumentation does (for a client it does not trace)."""
+    with tracer().start_as_current_span(
+        f"{topic} send",
+        kind=SpanKind.PRODUCER,
+        attributes={"messaging.system": "kafka", "messaging.destination": topic},
+    ) as span:
+        yield span
 
 
 # -- spans -------------------------------------------------------------------------------

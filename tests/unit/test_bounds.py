@@ -30,6 +30,7 @@ from minimart.limits import (
     MAX_ORDER_LINES,
     MAX_REASON_CHARS,
     json_depth_exceeds,
+    json_text_may_be_unsafe,
     unsafe_text,
 )
 from minimart.settings import PROJECT_ROOT, Settings, SettingsError
@@ -447,6 +448,43 @@ def test_nul_and_lone_surrogates_are_bad_events(
     response = client("inventory").post("/", headers=ce_headers(), data=body)
 
     assert "order.created: " in problem_of(response, 400)["detail"]
+    assert container.publisher.published == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": "x"}',
+        '{"a": "caf\u00e9 \U0001f600"}'.encode(),
+        b'{"a": "\\u00e9 \\ud83d\\ude00"}',  # an escaped pair: safe, but the walk decides
+        b'{"a": "\\u0000"}',
+        b'{"a": "\\uDBFF"}',
+        b'{"k\\u0000": 1}',
+        b'{"a": "\xed\xa0\x80"}',  # a UTF-8-encoded surrogate: json reads it (surrogatepass)
+        json.dumps({"a": "\x00"}).encode("utf-16"),
+        b'{"a": "\\\\u0000"}',  # an escaped backslash, then "u0000": safe, the walk decides
+    ],
+)
+def test_the_byte_scan_never_clears_a_body_the_walk_refuses(body: bytes) -> None:
+    if unsafe_text(json.loads(body)) is not None:
+        assert json_text_may_be_unsafe(body)
+
+
+def test_the_byte_scan_clears_plain_bodies() -> None:
+    assert not json_text_may_be_unsafe(json.dumps(order_facts(str(uuid.uuid4()))).encode())
+    assert not json_text_may_be_unsafe('{"a": "caf\u00e9 \\u00e9"}'.encode())
+
+
+def test_a_utf8_encoded_surrogate_in_the_body_is_a_bad_event(
+    client: Callable[[str], FlaskClient], container: Container
+) -> None:
+    data = order_facts(str(uuid.uuid4()))
+    data["note"] = "SURROGATE"
+    body = json.dumps(data).encode().replace(b"SURROGATE", b"\xed\xa0\x80")
+
+    response = client("inventory").post("/", headers=ce_headers(), data=body)
+
+    assert "order.created: /note: contains a lone surrogate" in problem_of(response, 400)["detail"]
     assert container.publisher.published == []  # type: ignore[attr-defined]
 
 
