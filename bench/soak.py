@@ -43,7 +43,7 @@ from typing import Any
 
 from bench import junk, load
 from bench.run import machine, summary
-from minimart import kafka_clients
+from minimart import kafka_clients, local_secrets
 from minimart.catalog import DEAD_LETTER_TOPIC, DEAD_LETTER_TOPICS, EventType
 from minimart.console import checker, replay
 from minimart.handlers.redrive import transient
@@ -417,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    results = run(Settings.from_env(), args)
+    # The console's Kafka principal: it writes the junk (to topics a function writes) and
+    # reads the dead letters, as an operator's replay would.
+    results = run(local_secrets.with_console_credentials(Settings.from_env()), args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     draw(results, args.out.with_suffix(".png"))
