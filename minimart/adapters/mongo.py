@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import MongoClient, ReturnDocument
+from pymongo import MongoClient, ReturnDocument, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
@@ -21,7 +21,11 @@ def shipments_collection(url: str) -> Collection[dict[str, Any]]:
         url, tz_aware=True, serverSelectionTimeoutMS=10_000, connect=False
     )
     database = client.get_default_database(default=DATABASE)
-    return database[SHIPMENTS]
+    # A shipment is acknowledged only once it is in the server's journal (j=True): the step
+    # answers 2xx, and publishes shipping.prepared, only after its work is durable. With the
+    # default (j=False) a crash of the server just after the write lost a shipment whose
+    # order was CONFIRMED (the chaos soak of 2026-12-07, a SIGKILL of the store).
+    return database.get_collection(SHIPMENTS, write_concern=WriteConcern(w=1, j=True))
 
 
 class ShipmentNotStored(RuntimeError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,12 @@ ADDRESSES = {
     "mongo_url": "MongoDB URL of the shipments database",
     "redis_url": "Redis URL of the notification stream",
 }
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time; one without an offset is UTC (records' timestamps are aware)."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def addresses() -> argparse.ArgumentParser:
@@ -138,7 +144,9 @@ def add_commands(sub: Any) -> None:
         "check", parents=stores, help="check the books: invariants over every store"
     )
     check.add_argument("--order-id", action="append", dest="order_ids", help="scope (repeat)")
-    check.add_argument("--since", type=datetime.fromisoformat, help="orders created since (ISO)")
+    check.add_argument(
+        "--since", type=_instant, help="orders created since (ISO 8601; no offset: UTC)"
+    )
     check.add_argument(
         "--deadline",
         type=float,

@@ -52,7 +52,9 @@ class Mongo(ManagedServer):
         ]
 
     def command(self) -> list[str]:
-        return [*self._argv(self.port), "--auth"]
+        # --sync-on-commit: secantusdb honours a write's j=True only with it (its log is
+        # fsynced at each commit), as mongod's journal does (minimart/adapters/mongo.py).
+        return [*self._argv(self.port), "--auth", "--sync-on-commit"]
 
     def users(self) -> dict[tuple[str, str], dict[str, Any]]:
         """(database, user) -> what createUser is given: the function's, then the runner's."""
