@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     publishers = {
         "kafka-python": KafkaPublisher(make_producer(settings.kafka_bootstrap, "bench-kp", writer)),
         "librdkafka": RdkafkaPublisher(
-            make_rdkafka_producer(settings.kafka_bootstrap, "bench-rd", writer), traced=False
+            make_rdkafka_producer(settings.kafka_bootstrap, "bench-rd", writer)
         ),
     }
     for publisher in publishers.values():

@@ -234,7 +234,9 @@ def _rdkafka_publisher(settings: Settings, client_id: str, traced: bool = True) 
         settings.kafka_bootstrap, client_id, kafka_clients.credentials_of(settings)
     )
     inject = otel.kafka_header_injector(transport=False) if traced else None
-    return RdkafkaPublisher(producer, inject_headers=inject, traced=traced)
+    return RdkafkaPublisher(
+        producer, inject_headers=inject, trace_record=otel.traced_record if traced else None
+    )
 
 
 def bootstrap(settings: Settings | None = None, *, tracing: bool = True, **given: Any) -> Container:

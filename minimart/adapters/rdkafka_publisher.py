@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from cloudevents.kafka import to_binary
@@ -33,7 +34,9 @@ from confluent_kafka import KafkaException, Producer
 from minimart.adapters.kafka_publisher import PUBLISH_SECONDS, HeaderInjector, PublishFailed
 from minimart.catalog import Event, build
 from minimart.kafka_clients import KafkaCredentials, librdkafka_auth
-from minimart.observability import tracing
+
+# (topic, the record's headers) -> a context around its hand-off that may add to the headers.
+RecordTracer = Callable[[str, list[tuple[str, bytes]]], AbstractContextManager[None]]
 
 # librdkafka gives up on a record after this (its delivery report then carries the error).
 DELIVERY_TIMEOUT_MS = 15_000
@@ -90,11 +93,16 @@ class RdkafkaPublisher:
     """``Publisher`` and ``RecordPublisher`` on a librdkafka ``Producer`` (see the module)."""
 
     def __init__(
-        self, producer: Any, inject_headers: HeaderInjector | None = None, traced: bool = True
+        self,
+        producer: Any,
+        inject_headers: HeaderInjector | None = None,
+        trace_record: RecordTracer | None = None,
     ) -> None:
         self._producer = producer
         self._inject = inject_headers
-        self._traced = traced
+        # Around each record's hand-off: a PRODUCER span whose context it adds to the headers
+        # (the observability room's ``tracing.traced_record``; None: records go untraced).
+        self._trace_record = trace_record
         self._closed = threading.Event()
         # librdkafka runs delivery reports inside poll(): one thread serves them all.
         self._acker = threading.Thread(target=self._serve_reports, name="rdkafka-acks", daemon=True)
@@ -134,16 +142,10 @@ class RdkafkaPublisher:
                 self._inject(headers)  # ce_traceparent: the step's span
             value = message.value.encode() if isinstance(message.value, str) else message.value
             raw_key = key.encode() if isinstance(key, str) else key
-            if not self._traced:
+            if self._trace_record is None:
                 self._produce(topic, value, raw_key, headers, acks)
                 continue
-            with tracing.producer_span(topic) as span:
-                present = {name for name, _ in headers}
-                headers += [
-                    (name, text.encode())
-                    for name, text in tracing.headers_of(span).items()
-                    if name not in present
-                ]
+            with self._trace_record(topic, headers):
                 self._produce(topic, value, raw_key, headers, acks)
         self._wait(acks)
         if events:

@@ -392,6 +392,19 @@ def producer_span(topic: str) -> Iterator[Span]:
         yield span
 
 
+@contextmanager
+def traced_record(topic: str, headers: list[tuple[str, bytes]]) -> Iterator[None]:
+    """Around one record's hand-off to a Kafka client that no instrumentation traces: its
+    PRODUCER span, whose ``traceparent`` (and ``tracestate``) are added to ``headers`` unless
+    they are there already (``RdkafkaPublisher``'s ``trace_record``)."""
+    with producer_span(topic) as span:
+        present = {name for name, _ in headers}
+        headers += [
+            (name, text.encode()) for name, text in headers_of(span).items() if name not in present
+        ]
+        yield
+
+
 # -- spans -------------------------------------------------------------------------------
 
 

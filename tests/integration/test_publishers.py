@@ -27,7 +27,7 @@ PUBLISHERS: dict[str, Callable[[Settings], Any]] = {
         make_producer(s.kafka_bootstrap, "test-kp", credentials_of(s))
     ),
     "librdkafka": lambda s: RdkafkaPublisher(
-        make_rdkafka_producer(s.kafka_bootstrap, "test-rd", credentials_of(s)), traced=False
+        make_rdkafka_producer(s.kafka_bootstrap, "test-rd", credentials_of(s))
     ),
 }
 

@@ -59,7 +59,7 @@ def event(event_type: EventType = EventType.INVENTORY_RESERVED) -> Event:
 def test_publish_returns_once_every_record_is_acknowledged() -> None:
     producer = FakeProducer()
     producer.hold.clear()
-    publisher = RdkafkaPublisher(producer, traced=False)
+    publisher = RdkafkaPublisher(producer)
     done = threading.Event()
     events = [event(), event(EventType.PAYMENT_CAPTURED)]
 
@@ -79,7 +79,7 @@ def test_publish_returns_once_every_record_is_acknowledged() -> None:
 
 
 def test_a_record_kafka_does_not_acknowledge_fails_the_publish() -> None:
-    publisher = RdkafkaPublisher(FakeProducer(lambda topic: "broker down"), traced=False)
+    publisher = RdkafkaPublisher(FakeProducer(lambda topic: "broker down"))
 
     with pytest.raises(PublishFailed, match="broker down"):
         publisher.publish([event()], "inventory")
@@ -87,7 +87,7 @@ def test_a_record_kafka_does_not_acknowledge_fails_the_publish() -> None:
 
 
 def test_a_record_librdkafka_cannot_take_fails_the_publish() -> None:
-    publisher = RdkafkaPublisher(FakeProducer(), traced=False)
+    publisher = RdkafkaPublisher(FakeProducer())
 
     with pytest.raises(PublishFailed, match="Queue full"):
         publisher.publish_record("full", b"k", b"v", [])
