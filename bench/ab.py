@@ -180,6 +180,23 @@ def side_settings(base: Settings, state_dir: Path, offset: int) -> dict[str, str
     return env
 
 
+def _addresses_without_logins(root: Path, env: dict[str, str]) -> dict[str, str]:
+    """For a base tree from before the local stores' logins (no minimart/local_stores.py):
+    its stores' addresses given explicitly, each marked with a harmless client name, so that
+    this tree's code (``local_store_settings``: it logs in only to an address still at the
+    local default) reads that stack as it is, with no login its servers would not know."""
+    if (root / "minimart" / "local_stores.py").exists():
+        return {}
+    stores = Settings.from_env(env)
+    return {
+        "MINIMART_ORDERS_DSN": f"{stores.orders_dsn}?application_name=bench-base",
+        "MINIMART_INVENTORY_DSN": f"{stores.inventory_dsn}?application_name=bench-base",
+        "MINIMART_PAYMENTS_DSN": f"{stores.payments_dsn}?application_name=bench-base",
+        "MINIMART_MONGO_URL": f"{stores.mongo_url}?appname=bench-base",
+        "MINIMART_REDIS_URL": f"{stores.redis_url}?client_name=bench-base",
+    }
+
+
 def make_side(label: str, root: Path, python: Path, minimart_env: dict[str, str]) -> Side:
     env = {**_plain_env(), **minimart_env, "PYTHONPATH": str(root)}
     settings = Settings.from_env(minimart_env)
@@ -408,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     head_env = side_settings(caller, work / "state-head", 0)
     base_env = side_settings(caller, work / "state-base", args.port_offset)
     head = make_side("head", PROJECT_ROOT, Path(sys.executable), head_env)
+    base_env.update(_addresses_without_logins(base_root, base_env))
     base = make_side("base", base_root, base_root / ".venv" / "bin" / "python", base_env)
     started = dt.datetime.now(dt.UTC)
     info = bench_run.machine()
