@@ -13,7 +13,6 @@ function processes over the events they handled (chains x hops). Written to
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench import cpu as cpu_mod
 from bench import floor as floor_mod
-from bench import load
+from bench import labelled_results, load
 from bench.run import HOPS
 from minimart.local import stack
 from minimart.manifests import load_topology
@@ -109,9 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "noop_cpu_us_per_event": noop_us,
         "times_the_noop": {name: round(us / noop_us, 2) for name, us in saga.items()},
     }
-    print(json.dumps(entry))
-    previous = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps([*previous, entry], indent=1) + "\n")
+    labelled_results.append(args.out, entry)
     return 0
 
 

@@ -16,7 +16,6 @@ between the cases; the figure per case is the median of its rounds' CPU per even
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -31,6 +30,7 @@ import functions_framework
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
+from bench import labelled_results
 from minimart.adapters.kafka_publisher import KafkaPublisher
 from minimart.bootstrap import bootstrap
 from minimart.catalog import Event, EventType, build
@@ -174,9 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_us_per_event": {name: statistics.median(r) for name, r in rounds.items()},
         "rounds": rounds,
     }
-    print(json.dumps(result))
-    previous = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps([*previous, result], indent=1) + "\n")
+    labelled_results.append(args.out, result)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import os
 import statistics
 import time
@@ -23,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import labelled_results
 from minimart import local_secrets
 from minimart.adapters.kafka_publisher import KafkaPublisher, make_producer
 from minimart.adapters.rdkafka_publisher import RdkafkaPublisher, make_rdkafka_producer
@@ -97,9 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds_cpu_us": cpu,
         "rounds_p50_ms": p50,
     }
-    print(json.dumps(result))
-    previous = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps([*previous, result], indent=1) + "\n")
+    labelled_results.append(args.out, result)
     return 0
 
 
