@@ -114,6 +114,26 @@ def admin_credentials(secrets: LocalSecrets) -> KafkaCredentials:
     return KafkaCredentials(secret["user"], secret["password"], ADMIN_MECHANISM)
 
 
+def presenting(
+    settings: Settings, credentials: KafkaCredentials, *, dead_letters: bool = False
+) -> Settings:
+    """``settings`` whose Kafka principal is ``credentials`` (``dead_letters``: the principal
+    it writes dead letters as, too)."""
+    presented = dataclasses.replace(
+        settings,
+        kafka_user=credentials.user,
+        kafka_password=credentials.password,
+        kafka_sasl_mechanism=credentials.mechanism,
+    )
+    if not dead_letters:
+        return presented
+    return dataclasses.replace(
+        presented,
+        dead_letter_kafka_user=credentials.user,
+        dead_letter_kafka_password=credentials.password,
+    )
+
+
 def with_console_credentials(settings: Settings) -> Settings:
     """``settings`` as the ops console uses them on the local stack: when no Kafka user was
     given, the console's principal from the state dir (if the stack made one)."""
@@ -122,24 +142,12 @@ def with_console_credentials(settings: Settings) -> Settings:
     secret = of(settings).read(secret_of(CONSOLE))
     if secret is None:
         return settings
-    return dataclasses.replace(
-        settings,
-        kafka_user=secret["user"],
-        kafka_password=secret["password"],
-        kafka_sasl_mechanism=secret["sasl.mechanism"],
-    )
+    console = KafkaCredentials(secret["user"], secret["password"], secret["sasl.mechanism"])
+    return presenting(settings, console)
 
 
 def with_admin_credentials(settings: Settings) -> Settings:
     """``settings`` whose Kafka principals (its own and its dead letters') are the local
     broker's super user: for benchmarks and tests that run minimart's clients on throwaway
     topics no manifest declares."""
-    admin = admin_credentials(of(settings))
-    return dataclasses.replace(
-        settings,
-        kafka_user=admin.user,
-        kafka_password=admin.password,
-        kafka_sasl_mechanism=admin.mechanism,
-        dead_letter_kafka_user=admin.user,
-        dead_letter_kafka_password=admin.password,
-    )
+    return presenting(settings, admin_credentials(of(settings)), dead_letters=True)

@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -48,12 +47,7 @@ def as_kafka_principal(settings: Settings, principal: str) -> Settings:
     """``settings`` presenting ``principal`` to Kafka (its Secret from the state dir): e.g. the
     dead-letter sink's, for a test that writes dead letters as the sink would."""
     credentials = local_secrets.kafka_credentials(local_secrets.of(settings), principal)
-    return replace(
-        settings,
-        kafka_user=credentials.user,
-        kafka_password=credentials.password,
-        kafka_sasl_mechanism=credentials.mechanism,
-    )
+    return local_secrets.presenting(settings, credentials)
 
 
 def kafka_admin(settings: Settings) -> KafkaCredentials:
