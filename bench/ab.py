@@ -27,6 +27,9 @@ load on a shared one), so a change is shown as a ratio measured in one run on on
    (bench/outside.py: other processes' CPU and the hypervisor's steal); a run is called idle
    only when every one of its measurements was.
 
+``--head-env KEY=VALUE`` (repeatable) gives the working tree's stack alone a setting: with
+``--base HEAD``, an option A/B'd against the default on the same tree.
+
 Both stacks stay up between measurements (idle, they cost little); the machine's load average
 is recorded with each measurement.
 """
@@ -178,6 +181,25 @@ def side_settings(base: Settings, state_dir: Path, offset: int) -> dict[str, str
         "MINIMART_FUNCTION_PORT_BASE": str(base.function_port_base + offset),
     }
     return env
+
+
+def head_env_assignments(pairs: Sequence[str]) -> dict[str, str]:
+    """``--head-env KEY=VALUE`` arguments as variables: each a setting this tree declares
+    (``minimart.local up`` hands its settings, and only those, to the processes it starts),
+    none of those the A/B sets itself (state dir, ports)."""
+    declared = {key.env for key in Settings.declarations().values()}
+    reserved = {"MINIMART_STATE_DIR", *PORT_KEYS}
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in declared:
+            raise ValueError(
+                f"--head-env {pair!r}: expected KEY=VALUE with KEY a MINIMART_ setting"
+            )
+        if key in reserved:
+            raise ValueError(f"--head-env {pair!r}: the A/B sets {key} itself")
+        out[key] = value
+    return out
 
 
 def _addresses_without_logins(root: Path, env: dict[str, str]) -> dict[str, str]:
@@ -375,8 +397,12 @@ def verdicts(table: Mapping[str, Any], floor_p50: list[float]) -> dict[str, Any]
     return out
 
 
-def print_table(table: Mapping[str, Any], checks: Mapping[str, Any]) -> None:
+def print_table(
+    table: Mapping[str, Any], checks: Mapping[str, Any], head_env: Mapping[str, str]
+) -> None:
     width = max(len(k) for k in table)
+    if head_env:
+        print("head env: " + " ".join(f"{k}={v}" for k, v in sorted(head_env.items())))
     print(f"{'figure':<{width}}  {'base':>10}  {'head':>10}  {'head/base':>9}  runs (range)")
     for figure, row in table.items():
         runs = "  ".join(
@@ -412,10 +438,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--port-offset", type=int, default=300, help="the base stack's ports")
     parser.add_argument("--keep", action="store_true", help="leave both stacks running")
+    parser.add_argument(
+        "--head-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a MINIMART_ setting for the working tree's stack only (repeatable), e.g. "
+        "MINIMART_KAFKA_CLIENT=librdkafka against the default with --base HEAD",
+    )
     parser.add_argument("--out", default=str(HERE / "ab.json"))
     args = parser.parse_args(argv)
     if args.rounds < 2 or args.runs < 2:
         parser.error("--rounds and --runs must be at least 2")
+    try:
+        extra_head_env = head_env_assignments(args.head_env)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
 
@@ -423,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = caller.state_dir / "bench-ab"
     work.mkdir(parents=True, exist_ok=True)
     base_root = export_base(args.base, work)
-    head_env = side_settings(caller, work / "state-head", 0)
+    head_env = {**side_settings(caller, work / "state-head", 0), **extra_head_env}
     base_env = side_settings(caller, work / "state-base", args.port_offset)
     head = make_side("head", PROJECT_ROOT, Path(sys.executable), head_env)
     base_env.update(_addresses_without_logins(base_root, base_env))
@@ -516,14 +554,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "over_seconds",
                 "half_seconds",
             )
-        },
+        }
+        | {"head_env": extra_head_env},
         "ratios": table,
         "targets": checks,
         "floor": floors,
         "runs": [{"ratios": t, "rounds": r} for t, r in zip(tables, runs, strict=True)],
     }
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print_table(table, checks)
+    print_table(table, checks, extra_head_env)
     print(f"\nidle: {results['idle']} (outside CPU max {results['outside_cpu_pct_of_a_core_max']}%"
           f" of a core, steal max {results['steal_pct_max']}%)")  # fmt: skip
     log.info("wrote %s", args.out)

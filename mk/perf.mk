@@ -13,6 +13,6 @@ loadtest: install  ## the k6 checkout test (~1.5 min) at a peak derived from the
 bench: install  ## the saga benchmark on the local stack (~5 min): bench/results.json and bench/results.png
 	$(PYTHON) -m bench $(BENCH_ARGS)
 
-bench-ab: install  ## BASE=<git rev>: that tree against this one, side by side, as ratios (~15 min): bench/ab.json
+bench-ab: install  ## BASE=<git rev>: that tree against this one, side by side, as ratios (~15 min): bench/ab.json; AB_ARGS="--head-env MINIMART_KAFKA_CLIENT=librdkafka" sets the working tree's stack only
 	@test -n "$(BASE)" || { echo "usage: make bench-ab BASE=<git revision>"; exit 2; }
 	$(PYTHON) -m bench.ab --base $(BASE) $(AB_ARGS)

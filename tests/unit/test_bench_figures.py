@@ -178,3 +178,21 @@ def test_the_outside_meter_refuses_two_components_of_one_name() -> None:
 
     with pytest.raises(ValueError, match="named apart"):
         OutsideLoad([Component("fn-order", FUNCTION, 1), Component("fn-order", FUNCTION, 2)])
+
+
+def test_head_env_takes_settings_this_tree_declares() -> None:
+    pairs = ["MINIMART_KAFKA_CLIENT=librdkafka", "MINIMART_TRACE_SAMPLE_RATIO=0.5"]
+
+    assert ab.head_env_assignments(pairs) == {
+        "MINIMART_KAFKA_CLIENT": "librdkafka",
+        "MINIMART_TRACE_SAMPLE_RATIO": "0.5",
+    }
+
+
+@pytest.mark.parametrize(
+    "pair",
+    ["MINIMART_KAFKA_CLIENT", "MINIMART_NO_SUCH_SETTING=1", "PATH=/bin", "MINIMART_KAFKA_PORT=1"],
+)
+def test_head_env_refuses_what_would_not_reach_the_stack_or_moves_its_ports(pair: str) -> None:
+    with pytest.raises(ValueError, match="--head-env"):
+        ab.head_env_assignments([pair])
