@@ -202,7 +202,7 @@ def head_env_assignments(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _addresses_without_logins(root: Path, env: dict[str, str]) -> dict[str, str]:
+def addresses_without_logins(root: Path, env: dict[str, str]) -> dict[str, str]:
     """For a base tree from before the local stores' logins (no minimart/local_stores.py):
     its stores' addresses given explicitly, each marked with a harmless client name, so that
     this tree's code (``local_store_settings``: it logs in only to an address still at the
@@ -464,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     head_env = {**side_settings(caller, work / "state-head", 0), **extra_head_env}
     base_env = side_settings(caller, work / "state-base", args.port_offset)
     head = make_side("head", PROJECT_ROOT, Path(sys.executable), head_env)
-    base_env.update(_addresses_without_logins(base_root, base_env))
+    base_env.update(addresses_without_logins(base_root, base_env))
     base = make_side("base", base_root, base_root / ".venv" / "bin" / "python", base_env)
     started = dt.datetime.now(dt.UTC)
     info = bench_run.machine()

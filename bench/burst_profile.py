@@ -28,7 +28,7 @@ from typing import Any
 from bench import cpu as cpu_mod
 from bench import load
 from bench import run as bench_run
-from bench.ab import make_side
+from bench.ab import addresses_without_logins, make_side
 from bench.measure import measure_rate, metrics_urls
 from minimart.local import stack
 from minimart.settings import Settings
@@ -82,7 +82,10 @@ def summarise(raw: Path) -> dict[str, Any]:
             inclusive[frame] += count
         if frames:
             own[frames[-1]] += count
-    pct = lambda n: round(100 * n / total, 1) if total else 0.0  # noqa: E731
+
+    def pct(n: int) -> float:
+        return round(100 * n / total, 1) if total else 0.0
+
     return {
         "on_cpu_samples": total,
         "waiting_samples": waiting,
@@ -105,13 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = Settings.from_env()
     if args.tree is None:
+        settings = Settings.from_env()
         components = cpu_mod.stack_components(settings, stack.plan_stack(settings))
     else:
         minimart_env = {k: v for k, v in os.environ.items() if k.startswith("MINIMART_")}
+        # A tree from before the stores' logins: its stores read as they are (bench/ab.py).
+        minimart_env.update(addresses_without_logins(args.tree, minimart_env))
         side = make_side("tree", args.tree, args.tree / ".venv" / "bin" / "python", minimart_env)
-        components = side.components
+        settings, components = side.settings, side.components
     profiled = [c for c in components if c.kind in (cpu_mod.FUNCTION, cpu_mod.DISPATCHER)]
     listeners = cpu_mod._listeners({c.port for c in profiled})
     if args.warm_up:
@@ -148,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spy.send_signal(signal.SIGINT)
     for spy in spies.values():
         spy.wait(60)
-    summary = {
+    summary: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "loadavg_at_start": os.getloadavg(),
         "burst": measured,
