@@ -27,9 +27,8 @@ from typing import Any
 
 from bench import cpu as cpu_mod
 from bench import load
-from bench import run as bench_run
 from bench.ab import addresses_without_logins, make_side
-from bench.measure import measure_rate, metrics_urls
+from bench.measure import measure_burst
 from minimart.local import stack
 from minimart.settings import Settings
 
@@ -134,21 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
     if spies:
         time.sleep(2.0)  # py-spy attaches
-    urls = metrics_urls(settings, components)
-    before = bench_run.scrape(urls)
     started = time.time()
-    measured = measure_rate("burst", settings, components, args.rate, args.seconds, args.drain)
+    measured = measure_burst("burst", settings, components, args.rate, args.seconds, args.drain)
     measured["profiled_s"] = round(time.time() - started, 1)
-    after = bench_run.scrape(urls)
-    measured["publish_mean_ms"] = bench_run.metric_means(
-        before, after, "minimart_publish_seconds", "source"
-    )
-    measured["step_mean_ms"] = bench_run.metric_means(
-        before, after, "minimart_step_duration_seconds", "service"
-    )
-    measured["delivery_mean_ms"] = bench_run.metric_means(
-        before, after, "minimart_dispatcher_delivery_seconds", "source"
-    )
     for spy in spies.values():
         spy.send_signal(signal.SIGINT)
     for spy in spies.values():

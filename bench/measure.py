@@ -104,3 +104,27 @@ def measure_rate(
         entry["loadavg_1m"],
     )
     return entry
+
+
+def measure_burst(
+    label: str,
+    settings: Settings,
+    components: Sequence[cpu_mod.Component],
+    rate: float,
+    seconds: float,
+    drain_s: float,
+) -> dict[str, Any]:
+    """``measure_rate``, with the functions' and dispatchers' mean publish, step and delivery
+    times over it (ms by source or service, from /metrics scraped before and after)."""
+    urls = metrics_urls(settings, components)
+    before = bench_run.scrape(urls)
+    measured = measure_rate(label, settings, components, rate, seconds, drain_s)
+    after = bench_run.scrape(urls)
+    means = {
+        "publish_mean_ms": ("minimart_publish_seconds", "source"),
+        "step_mean_ms": ("minimart_step_duration_seconds", "service"),
+        "delivery_mean_ms": ("minimart_dispatcher_delivery_seconds", "source"),
+    }
+    for key, (metric, by) in means.items():
+        measured[key] = bench_run.metric_means(before, after, metric, by)
+    return measured
