@@ -257,13 +257,24 @@ def fresh_up(side: Side) -> None:
 # -- one measurement ---------------------------------------------------------------------------
 
 
+Measure = Callable[
+    [str, Settings, Sequence[cpu_mod.Component], float, float, float], dict[str, Any]
+]
+
+
 def measure_with_outside(
-    side: Side, everything: Sequence[cpu_mod.Component], rate: float, seconds: float, drain: float
+    side: Side,
+    everything: Sequence[cpu_mod.Component],
+    rate: float,
+    seconds: float,
+    drain: float,
+    measure: Measure = measure_rate,
 ) -> dict[str, Any]:
-    """``measure_rate`` on ``side``, with the load from outside both stacks meanwhile."""
+    """``measure`` (``measure_rate``) on ``side``, with the load from outside the stacks
+    (``everything``) meanwhile."""
     outside = OutsideLoad(everything)
     outside.start()
-    measured = measure_rate(side.label, side.settings, side.components, rate, seconds, drain)
+    measured = measure(side.label, side.settings, side.components, rate, seconds, drain)
     measured["outside"] = outside.stop()
     return measured
 
