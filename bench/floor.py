@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,48 @@ def _free_port(start: int, taken: set[int]) -> int:
     raise RuntimeError(f"no free port from {start}")
 
 
+def _admin(admin_settings: Settings) -> KafkaAdminClient:
+    return KafkaAdminClient(
+        bootstrap_servers=admin_settings.kafka_bootstrap,
+        **kafka_clients.auth(kafka_clients.credentials_of(admin_settings)),
+    )
+
+
+def create_topics(admin_settings: Settings, names: Sequence[str], partitions: int) -> None:
+    """Topics ``names``, made by the broker's administrator (``admin_settings`` present it)."""
+    admin = _admin(admin_settings)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+    finally:
+        admin.close()
+
+
+def delete_topics(admin_settings: Settings, names: Sequence[str]) -> None:
+    """Throwaway topics deleted; one left over is harmless, and only logged."""
+    admin = _admin(admin_settings)
+    try:
+        admin.delete_topics(list(names))
+    except Exception as exc:
+        log.warning("could not delete the throwaway topics %s: %s", ", ".join(names), exc)
+    finally:
+        admin.close()
+
+
+@contextlib.contextmanager
+def throwaway_topics(
+    settings: Settings, names: Sequence[str], partitions: int
+) -> Iterator[Settings]:
+    """Topics ``names`` for the block, deleted after it, made as the broker's administrator:
+    yields ``settings`` presenting that super user (it may write them; SCRAM or PLAIN costs
+    only at connection time)."""
+    admin_settings = local_secrets.with_admin_credentials(settings)
+    create_topics(admin_settings, names, partitions)
+    try:
+        yield admin_settings
+    finally:
+        delete_topics(admin_settings, names)
+
+
 @dataclass
 class FloorResult:
     rate: float
@@ -83,20 +126,11 @@ class Floor:
     def topic(self, hop: int) -> str:
         return f"{self.prefix}.h{hop}"
 
-    def _admin(self) -> KafkaAdminClient:
-        return KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, **self._sasl())
-
     def _sasl(self) -> dict[str, Any]:
         return kafka_clients.auth(kafka_clients.credentials_of(self.settings))
 
     def start(self) -> None:
-        admin = self._admin()
-        try:
-            admin.create_topics(
-                [NewTopic(self.topic(h), self.partitions, 1) for h in range(self.hops + 1)]
-            )
-        finally:
-            admin.close()
+        create_topics(self.settings, [self.topic(h) for h in range(self.hops + 1)], self.partitions)
         base_env = stack._env(self.settings, "bench-floor")
         taken: set[int] = set()
         programs: list[Program] = []
@@ -138,13 +172,7 @@ class Floor:
             supervisor.stop(self.names)
         supervisor.forget(self.names)
         self.names.clear()
-        admin = self._admin()
-        try:
-            admin.delete_topics([self.topic(h) for h in range(self.hops + 1)])
-        except Exception as exc:  # throwaway topics: a leftover is harmless
-            log.warning("could not delete the floor topics: %s", exc)
-        finally:
-            admin.close()
+        delete_topics(self.settings, [self.topic(h) for h in range(self.hops + 1)])
 
     def _chain(self, producer: KafkaProducer, chain: str, now: float) -> Any:
         data = {"chain": chain, "sentAt": now, "hops": self.hops, "prefix": self.prefix}
