@@ -21,6 +21,9 @@ from minimart.settings import Settings
 
 log = logging.getLogger("bench.measure")
 
+# One scrape of the functions' and dispatchers' /metrics (``bench.run.scrape``).
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
 
 def _completed_between(found: Mapping[str, load.Completion], start: float, end: float) -> int:
     return sum(1 for c in found.values() if c.final_at is not None and start <= c.final_at <= end)
@@ -51,6 +54,18 @@ def measure_rate(
     drain_s: float,
 ) -> dict[str, Any]:
     """Open-loop ``rate`` for ``seconds``; CPU (window and drain) per completed order."""
+    return _measured(label, settings, components, rate, seconds, drain_s)[0]
+
+
+def _measured(
+    label: str,
+    settings: Settings,
+    components: Sequence[cpu_mod.Component],
+    rate: float,
+    seconds: float,
+    drain_s: float,
+) -> tuple[dict[str, Any], Samples, Samples]:
+    """``measure_rate``'s figures, with the /metrics scraped before and after them."""
     urls = metrics_urls(settings, components)
     meter = cpu_mod.ComponentCpu(components)
     before = bench_run.scrape(urls)
@@ -103,7 +118,7 @@ def measure_rate(
         entry.get("emulator_cpu_ms_per_delivery"),
         entry["loadavg_1m"],
     )
-    return entry
+    return entry, before, after
 
 
 def measure_burst(
@@ -116,10 +131,7 @@ def measure_burst(
 ) -> dict[str, Any]:
     """``measure_rate``, with the functions' and dispatchers' mean publish, step and delivery
     times over it (ms by source or service, from /metrics scraped before and after)."""
-    urls = metrics_urls(settings, components)
-    before = bench_run.scrape(urls)
-    measured = measure_rate(label, settings, components, rate, seconds, drain_s)
-    after = bench_run.scrape(urls)
+    measured, before, after = _measured(label, settings, components, rate, seconds, drain_s)
     means = {
         "publish_mean_ms": ("minimart_publish_seconds", "source"),
         "step_mean_ms": ("minimart_step_duration_seconds", "service"),
