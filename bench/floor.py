@@ -139,14 +139,8 @@ class Floor:
             self.ports.append(port)
             name = f"bench-floor-fn-h{hop}"
             env = {**base_env, "MINIMART_SERVICE_NAME": name, "THREADS": self.threads}
-            argv = (
-                str(Path(sys.executable).parent / "functions-framework"),
-                "--target=handle",
-                f"--source={NOOP_SOURCE}",
-                "--signature-type=cloudevent",
-                "--host=127.0.0.1",
-                f"--port={port}",
-            )
+            # Served as the saga's functions are (the same server and settings).
+            argv = stack.serve_argv(NOOP_SOURCE, "cloudevent", "127.0.0.1", port)
             programs.append(Program(name, argv, PROJECT_ROOT, env))
             self.names.append(name)
             dname = f"bench-floor-dispatch-h{hop}"

@@ -91,14 +91,15 @@ def _events(name: str) -> Callable[[], CloudEvent]:
         return event(EventType.ORDER_CONFIRMED, data)
 
     def noop() -> CloudEvent:
-        data = {"chain": str(uuid.uuid4()), "hops": 6, "prefix": "bench.floor.x", "sentAt": 0.0}
+        chain = str(uuid.uuid4())
+        data = {"chain": chain, "hops": 6, "prefix": "bench.floor.x", "sentAt": 0.0}
         return CloudEvent(
             {
                 "type": "bench.floor.h0",
                 "source": "/bench/floor",
                 "id": str(uuid.uuid4()),
                 "datacontenttype": "application/json",
-                "partitionkey": data["chain"],
+                "partitionkey": chain,
             },
             data,
         )
@@ -117,7 +118,7 @@ def _client(name: str, settings: Settings) -> Any:
         app = functions_framework.create_app("handle", str(source), "cloudevent")  # type: ignore[no-untyped-call]
         module = sys.modules.get("main")
         if module is not None and hasattr(module, "_producer"):
-            module._producer = NullProducer()
+            setattr(module, "_producer", NullProducer())  # noqa: B010 (the no-op's own global)
         return app.test_client()
     source = PROJECT_ROOT / "functions" / name / "main.py"
     app = functions_framework.create_app("handle", str(source), "cloudevent")  # type: ignore[no-untyped-call]

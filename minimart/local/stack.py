@@ -247,6 +247,23 @@ def kafka_env(secret: KafkaSecret, name: str | None, prefix: str = "MINIMART_") 
     }
 
 
+def serve_argv(source: Path, signature: str, host: str, port: int) -> tuple[str, ...]:
+    """The command serving one function, the image's own (Dockerfile ``CMD``):
+    functions-framework's server without gunicorn's control socket (minimart/serve.py). Its
+    command line would open one per function at the same ``$HOME/.gunicorn/gunicorn.ctl``:
+    all but the first logged an error at every start, and the first took commands."""
+    return (
+        _python(),
+        "-m",
+        "minimart.serve",
+        "--target=handle",
+        f"--source={source}",
+        f"--signature-type={signature}",
+        f"--host={host}",
+        f"--port={port}",
+    )
+
+
 def function_program(
     fn: FunctionProcess,
     settings: Settings,
@@ -254,14 +271,7 @@ def function_program(
     reload: bool = False,
     secret: KafkaSecret | None = None,
 ) -> Program:
-    argv: tuple[str, ...] = (
-        str(Path(_python()).parent / "functions-framework"),
-        "--target=handle",
-        f"--source={fn.source}",
-        f"--signature-type={fn.signature}",
-        f"--host={fn.host}",
-        f"--port={fn.port}",
-    )
+    argv = serve_argv(fn.source, fn.signature, fn.host, fn.port)
     if reload:
         argv = reloading(argv)
     env = {**_env(settings, fn.service), **dict(fn.env), CODE_HASH_VARIABLE: code}

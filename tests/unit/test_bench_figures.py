@@ -196,3 +196,42 @@ def test_head_env_takes_settings_this_tree_declares() -> None:
 def test_head_env_refuses_what_would_not_reach_the_stack_or_moves_its_ports(pair: str) -> None:
     with pytest.raises(ValueError, match="--head-env"):
         ab.head_env_assignments([pair])
+
+
+def test_warm_up_settles_when_the_last_two_bursts_agree() -> None:
+    assert not ab.settled([], 0.05)
+    assert not ab.settled([56.0], 0.05)
+    assert not ab.settled([56.0, 48.0], 0.05)  # the JIT still warming
+    assert ab.settled([56.0, 48.0, 46.0], 0.05)  # 2 of 48: within 5%
+    assert not ab.settled([46.0, 48.5], 0.05)  # 2.5 of 48.5: beyond
+
+
+class _Recorded:
+    """A side whose ``run`` records the commands instead of running them."""
+
+    def __init__(self, label: str, log: list[tuple[str, str]]) -> None:
+        self.label = label
+        self._log = log
+
+    def run(self, *args: str, timeout: float = 600) -> str:
+        self._log.append((self.label, args[-1]))
+        return ""
+
+
+def test_one_stack_at_a_time_stops_the_other_and_warms_only_what_it_starts() -> None:
+    commands: list[tuple[str, str]] = []
+    warmed: list[str] = []
+    head, base = _Recorded("head", commands), _Recorded("base", commands)
+
+    def warm(side: Any) -> list[float]:
+        warmed.append(side.label)
+        return [50.0, 49.0]
+
+    stacks = ab.OneAtATime(warm)
+    assert stacks.use(head) == [50.0, 49.0]  # type: ignore[arg-type]
+    assert stacks.use(head) is None  # type: ignore[arg-type]  # already up and warm
+    stacks.use(base)  # type: ignore[arg-type]
+    stacks.stop()
+    assert commands == [("head", "up"), ("head", "down"), ("base", "up"), ("base", "down")]
+    assert warmed == ["head", "base"]
+    assert stacks.running is None

@@ -227,6 +227,21 @@ def test_the_programs_run_on_the_settings_host_with_the_code_hash() -> None:
     assert "--sink-url=http://10.1.2.3:18081/" in dispatcher.argv
 
 
+def test_each_function_is_served_by_the_images_command() -> None:
+    """As the Dockerfile's CMD: ``python -m minimart.serve`` (no gunicorn control socket),
+    not functions-framework's command line (every function's gunicorn would open one at the
+    same ``$HOME/.gunicorn/gunicorn.ctl``)."""
+    sup = FakeSupervisor()
+    fake_stack(sup).up()
+
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert "python -m minimart.serve" in dockerfile
+    for name, program in sup.defined.items():
+        if name.startswith("fn-"):
+            assert program.argv[1:3] == ("-m", "minimart.serve"), name
+            assert "--target=handle" in program.argv
+
+
 def test_reload_runs_each_function_under_the_reloader() -> None:
     sup = FakeSupervisor()
     fake_stack(sup).up(reload=True)
