@@ -25,7 +25,8 @@ load on a shared one), so a change is shown as a ratio measured in one run on on
      order when loaded;
    * half the working tree's measured capacity: end-to-end p50/p99 there;
    * idle, ``--idle-seconds``: the stack's CPU per second with nothing sent;
-   * (working tree only) the transport floor at that rate (bench/floor.py);
+   * (working tree only, after every run, so that its throwaway topics load neither side's
+     measurements) the transport floor at that rate (bench/floor.py);
 4. every figure is reported as head / base: the ratio of the means, with the range of the
    per-round ratios as its spread; ``bench/ab.json`` keeps every value;
 5. the whole of 3-4 runs ``--runs`` times (2 by default) on the same warm stacks: a figure is
@@ -581,6 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[list[dict[str, dict[str, Any]]]] = []
     floor_p50: list[float] = []
     floors: list[dict[str, Any]] = []
+    floor_rates: list[tuple[int, int]] = []  # (run, the working tree's half capacity)
 
     def warm_side(side: Side) -> list[float]:
         return warm(side, args.warm_up, args.over_rate, args.over_seconds,
@@ -619,12 +621,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     this[label] = {"low": low, "over": over, "half": half, "idle": idle,
                                    "warm_up_cpu_ms_per_order": warm_up}  # fmt: skip
                     if label == "head":
-                        floor = measure_floor(side, half_rate, args.floor_seconds)
-                        floors.append({"run": run, "rate": half_rate, **floor})
-                        if floor.get("p50") is not None:
-                            floor_p50.append(float(floor["p50"]))
+                        floor_rates.append((run, half_rate))
                 rounds.append(this)
             runs.append(rounds)
+        # The floor last, on the working tree's stack: its throwaway topics (made, then
+        # deleted, the logs removed a minute later) would load that side's broker alone.
+        if not args.both_up:
+            stacks.use(head)
+        for run, rate in floor_rates:
+            floor = measure_floor(head, rate, args.floor_seconds)
+            floors.append({"run": run, "rate": rate, **floor})
+            if floor.get("p50") is not None:
+                floor_p50.append(float(floor["p50"]))
     finally:
         if not args.keep:
             stacks.stop()
