@@ -25,11 +25,11 @@ load on a shared one), so a change is shown as a ratio measured in one run on on
      order when loaded;
    * half the working tree's measured capacity: end-to-end p50/p99 there;
    * idle, ``--idle-seconds``: the stack's CPU per second with nothing sent;
-   * (working tree only, after every run, so that its throwaway topics load neither side's
-     measurements) the transport floor at that rate (bench/floor.py);
+   * (working tree only, once every run is done, so that its throwaway topics load neither
+     side's measurements) the transport floor at that rate (bench/floor.py);
 4. every figure is reported as head / base: the ratio of the means, with the range of the
    per-round ratios as its spread; ``bench/ab.json`` keeps every value;
-5. the whole of 3-4 runs ``--runs`` times (2 by default) on the same warm stacks: a figure is
+5. the whole of 3-4 runs ``--runs`` times (2 by default): a figure is
    reported as a result only when the runs agree (their per-round ranges overlap); otherwise
    it is marked as not replicated, with every run's ratio kept;
 6. every measurement records the machine's load from outside the two stacks
