@@ -635,7 +635,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 floor_p50.append(float(floor["p50"]))
     finally:
         if not args.keep:
-            stacks.stop()
             for side in sides.values():
                 try:
                     side.run("-m", "minimart.local", "down")
