@@ -20,7 +20,12 @@ from functions_framework import create_app
 from functions_framework._http import create_server
 
 # Settings of the pinned gunicorn (requirements.lock) passed to its application.
-GUNICORN_OPTIONS = {"control_socket_disable": True}
+# keepalive: how long an idle kept-alive connection (the sender's, between deliveries) stays
+# open; gunicorn's default is 2 s. A stopped-and-continued worker (SIGSTOP in the fault suite)
+# wakes with its poll interrupted and, past that deadline, closed the connection holding an
+# unread delivery instead of answering it (gthread closes expired kept-alive connections after
+# an empty poll); with 2 s it also closed the dispatchers' connections between most deliveries.
+GUNICORN_OPTIONS = {"control_socket_disable": True, "keepalive": 75}
 
 
 def main(argv: list[str] | None = None) -> None:
